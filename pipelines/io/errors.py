@@ -1,0 +1,29 @@
+"""The one error type for bad inputs and its small, fixed vocabulary.
+
+Every input yields exactly one result row; when it fails, ``error_type`` is one
+of :data:`ERROR_TYPES`, so Parquet consumers can group failures without parsing
+free-form messages.
+"""
+
+from __future__ import annotations
+
+ERROR_TYPES = (
+    "not_found",
+    "download_failed",
+    "decode_failed",
+    "unsupported_format",
+    "too_large",
+    "inference_failed",
+)
+
+
+class InputError(Exception):
+    """An input that cannot be turned into an image; names the input and the reason."""
+
+    def __init__(self, uri: str | None, error_type: str, message: str) -> None:
+        if error_type not in ERROR_TYPES:
+            raise ValueError(f"unknown error_type {error_type!r}")
+        self.uri = uri
+        self.error_type = error_type
+        self.message = message
+        super().__init__(f"{uri or '<array>'}: {error_type}: {message}")
