@@ -20,10 +20,13 @@ ERROR_TYPES = (
 class InputError(Exception):
     """An input that cannot be turned into an image; names the input and the reason."""
 
-    def __init__(self, uri: str | None, error_type: str, message: str) -> None:
+    def __init__(self, uri: str | None, error_type: str, message: str, transient: bool = False) -> None:
         if error_type not in ERROR_TYPES:
             raise ValueError(f"unknown error_type {error_type!r}")
         self.uri = uri
         self.error_type = error_type
         self.message = message
+        #: True when the same read may succeed later (throttling, 5xx, a dropped connection):
+        #: batch jobs retry the shard rather than record a permanent failure.
+        self.transient = transient
         super().__init__(f"{uri or '<array>'}: {error_type}: {message}")

@@ -40,6 +40,9 @@ def iter_inputs(inputs: Any) -> Iterator[InputItem]:
     if isinstance(inputs, np.ndarray):
         yield InputItem(None, inputs)
         return
+    if isinstance(inputs, InputItem):  # already resolved (batch jobs pass their own items)
+        yield inputs
+        return
     if isinstance(inputs, (str, os.PathLike)):
         yield from _expand_location(os.fspath(inputs))
         return

@@ -8,7 +8,17 @@ the same location from :func:`arrow_filesystem`.
 
 Configuration is the standard AWS one: ``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``/``AWS_DEFAULT_REGION`` and
-``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``) for S3-compatible servers.
+``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``) for S3-compatible servers,
+plus boto3's usual chain (``~/.aws/config``, profiles, instance roles).
+:func:`configure_s3` overrides them for this process (flows use it to apply
+settings kept in a Prefect block).
+
+Errors use the vocabulary of :mod:`pipelines.io.errors`: a missing key or
+bucket is ``not_found``; anything else that still fails after the retries
+(throttling, 5xx, dropped connections, a body that stops half way, access
+denied) is ``download_failed``, with ``transient=True`` when trying again later
+could succeed, so a batch job can retry the shard instead of recording a
+permanent failure.
 """
 
 from __future__ import annotations
@@ -42,12 +52,49 @@ class ObjectInfo:
 
 # ---------------------------------------------------------------- S3 clients
 
+@dataclass(frozen=True)
+class S3Settings:
+    """Explicit S3 settings; any field left None falls back to the AWS environment/config."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+
+
+_settings = S3Settings()
+
+
+def configure_s3(settings: S3Settings | dict | None) -> None:
+    """Use ``settings`` for every S3 client of this process (None restores the environment)."""
+    global _settings
+    if isinstance(settings, dict):
+        settings = S3Settings(**{k: v for k, v in settings.items() if k in S3Settings.__dataclass_fields__})
+    _settings = settings or S3Settings()
+
+
 def _s3_endpoint() -> str | None:
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    return _settings.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
 
 
 def _s3_region() -> str:
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return _settings.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
+def _s3_credentials() -> dict[str, str]:
+    """Explicit credentials (configure_s3, else env vars); empty means boto3's default chain."""
+    key = _settings.access_key_id or os.environ.get("AWS_ACCESS_KEY_ID")
+    if not key:
+        return {}
+    out = {"aws_access_key_id": key}
+    secret = _settings.secret_access_key or os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if secret:
+        out["aws_secret_access_key"] = secret
+    token = _settings.session_token or os.environ.get("AWS_SESSION_TOKEN")
+    if token:
+        out["aws_session_token"] = token
+    return out
 
 
 _client_lock = threading.Lock()
@@ -59,7 +106,8 @@ def s3_client():
     import boto3
     from botocore.config import Config
 
-    key = (os.getpid(), _s3_endpoint(), _s3_region(), os.environ.get("AWS_ACCESS_KEY_ID"))
+    creds = _s3_credentials()
+    key = (os.getpid(), _s3_endpoint(), _s3_region(), tuple(sorted(creds.items())))
     with _client_lock:
         client = _clients.get(key)
         if client is None:
@@ -67,6 +115,7 @@ def s3_client():
                 "s3",
                 endpoint_url=_s3_endpoint(),
                 region_name=_s3_region(),
+                **creds,
                 config=Config(
                     retries={"max_attempts": S3_MAX_ATTEMPTS, "mode": "adaptive"},
                     max_pool_connections=32,
@@ -90,10 +139,12 @@ def arrow_filesystem(uri: str):
         if endpoint:
             scheme, _, host = endpoint.partition("://")
             kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
-        if os.environ.get("AWS_ACCESS_KEY_ID"):
+        creds = _s3_credentials()
+        if creds:
             kwargs.update(
-                access_key=os.environ["AWS_ACCESS_KEY_ID"],
-                secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
+                access_key=creds["aws_access_key_id"],
+                secret_key=creds.get("aws_secret_access_key", ""),
+                session_token=creds.get("aws_session_token"),
             )
         return fs.S3FileSystem(**kwargs), f"{parsed.bucket}/{parsed.path}"
     raise ValueError(f"no Arrow filesystem for {uri!r}")
@@ -104,34 +155,91 @@ def _s3_error_code(exc: Exception) -> str:
     return str(response.get("Error", {}).get("Code", ""))
 
 
+#: S3 error codes meaning "there is no such object" (HEAD answers a bare 404).
+S3_NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchBucket"})
+#: codes worth trying again: throttling and server-side failures (botocore's own retry set, plus 5xx).
+S3_TRANSIENT = frozenset(
+    {
+        "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
+        "RequestTimeout", "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable", "500", "502", "503", "504",
+    }
+)
+#: whole-read attempts on top of botocore's per-request retries: they cover what botocore does not
+#: retry, a response body that breaks off while streaming.
+S3_READ_ATTEMPTS = 3
+
+
+def _s3_is_transient(exc: BaseException) -> bool:
+    """Could the same request succeed later? (No for 4xx answers such as AccessDenied.)"""
+    code = _s3_error_code(exc)
+    if code:
+        return code in S3_TRANSIENT or code.startswith("5")
+    from botocore.exceptions import BotoCoreError
+
+    # connection resets, read timeouts, incomplete bodies: BotoCoreError subclasses or OSErrors
+    return isinstance(exc, (BotoCoreError, OSError))
+
+
+def _s3_input_error(uri: str, exc: BaseException) -> InputError:
+    """Translate a boto3 failure into the pipeline error vocabulary."""
+    code = _s3_error_code(exc)
+    if code in S3_NOT_FOUND:
+        return InputError(uri, "not_found", f"no such object ({code})")
+    transient = _s3_is_transient(exc)
+    detail = f"{code or type(exc).__name__}: {exc}"
+    if transient:
+        detail += " (still failing after retries)"
+    return InputError(uri, "download_failed", detail, transient=transient)
+
+
 # ---------------------------------------------------------------- reads
 
 def read_bytes(uri: str) -> bytes:
     """The whole object at ``uri``; raises :class:`InputError` (``not_found`` / ``download_failed``)."""
+    return read_object(uri)[0]
+
+
+def read_object(uri: str) -> tuple[bytes, ObjectInfo]:
+    """The whole object and what the read saw of it (size, etag), in one request."""
     parsed = parse_uri(uri)
     if parsed.scheme == "file":
         try:
             with open(parsed.path, "rb") as f:
-                return f.read()
+                st = os.fstat(f.fileno())
+                data = f.read()
         except FileNotFoundError:
             raise InputError(uri, "not_found", "no such file") from None
         except IsADirectoryError:
             raise InputError(uri, "not_found", "is a directory, not a file") from None
         except OSError as exc:
             raise InputError(uri, "download_failed", f"cannot read: {exc}") from exc
+        return data, ObjectInfo(uri, len(data), _local_etag(st))
     if parsed.scheme == "s3":
         return _s3_read(uri, parsed)
-    return _http_read(uri)
+    data = _http_read(uri)
+    return data, ObjectInfo(uri, len(data), None)
 
 
-def _s3_read(uri: str, parsed: ParsedURI) -> bytes:
-    try:
-        return s3_client().get_object(Bucket=parsed.bucket, Key=parsed.path)["Body"].read()
-    except Exception as exc:  # botocore raises ClientError subclasses and connection errors
-        code = _s3_error_code(exc)
-        if code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket"):
-            raise InputError(uri, "not_found", f"no such object ({code})") from None
-        raise InputError(uri, "download_failed", f"{type(exc).__name__}: {exc}") from exc
+def _local_etag(st: os.stat_result) -> str:
+    return f"{st.st_mtime_ns:x}-{st.st_size:x}"
+
+
+def _s3_read(uri: str, parsed: ParsedURI) -> tuple[bytes, ObjectInfo]:
+    last: BaseException | None = None
+    for attempt in range(S3_READ_ATTEMPTS):
+        try:
+            response = s3_client().get_object(Bucket=parsed.bucket, Key=parsed.path)
+            data = response["Body"].read()
+            etag = str(response.get("ETag", "")).strip('"') or None
+            return data, ObjectInfo(uri, len(data), etag)
+        except Exception as exc:  # botocore raises ClientError subclasses and connection errors
+            if not _s3_is_transient(exc):
+                raise _s3_input_error(uri, exc) from None
+            last = exc
+        if attempt + 1 < S3_READ_ATTEMPTS:
+            time.sleep(min(0.5 * 2**attempt, 4.0))
+    assert last is not None
+    raise _s3_input_error(uri, last) from last
 
 
 def _http_read(uri: str) -> bytes:
@@ -161,12 +269,12 @@ def stat(uri: str) -> ObjectInfo | None:
             st = os.stat(parsed.path)
         except FileNotFoundError:
             return None
-        return ObjectInfo(uri, st.st_size, f"{st.st_mtime_ns:x}-{st.st_size:x}")
+        return ObjectInfo(uri, st.st_size, _local_etag(st))
     if parsed.scheme == "s3":
         try:
             head = s3_client().head_object(Bucket=parsed.bucket, Key=parsed.path)
         except Exception as exc:
-            if _s3_error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+            if _s3_error_code(exc) in S3_NOT_FOUND:
                 return None
             raise
         return ObjectInfo(uri, int(head["ContentLength"]), head.get("ETag", "").strip('"') or None)
@@ -230,7 +338,7 @@ def list_objects(prefix: str, suffixes: Iterable[str] | None = None) -> Iterator
 def _list_local(root: str, suffixes: tuple[str, ...] | None) -> Iterator[ObjectInfo]:
     if os.path.isfile(root):
         st = os.stat(root)
-        yield ObjectInfo(root, st.st_size, f"{st.st_mtime_ns:x}-{st.st_size:x}")
+        yield ObjectInfo(root, st.st_size, _local_etag(st))
         return
     try:
         entries = sorted(os.scandir(root), key=lambda e: e.name)
@@ -243,7 +351,7 @@ def _list_local(root: str, suffixes: tuple[str, ...] | None) -> Iterator[ObjectI
             yield from _list_local(entry.path, suffixes)
         elif _has_suffix(entry.name, suffixes):
             st = entry.stat()
-            yield ObjectInfo(entry.path, st.st_size, f"{st.st_mtime_ns:x}-{st.st_size:x}")
+            yield ObjectInfo(entry.path, st.st_size, _local_etag(st))
 
 
 # ---------------------------------------------------------------- writes
@@ -295,9 +403,9 @@ def download_file(uri: str, local_path: str) -> None:
         try:
             s3_client().download_file(parsed.bucket, parsed.path, tmp)
         except Exception as exc:
-            if _s3_error_code(exc) in ("404", "NoSuchKey", "NotFound"):
-                raise InputError(uri, "not_found", "no such object") from None
-            raise
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise _s3_input_error(uri, exc) from None
         os.replace(tmp, local_path)
         return
     write_bytes(local_path, read_bytes(uri))
@@ -316,3 +424,51 @@ def delete(uri: str) -> None:
         s3_client().delete_object(Bucket=parsed.bucket, Key=parsed.path)
         return
     raise ValueError(f"cannot delete {uri!r}")
+
+
+def move(src: str, dst: str) -> None:
+    """Put the object at ``src`` in place at ``dst`` (same store), replacing what was there.
+
+    Readers of ``dst`` see the old object or the whole new one, never a part:
+    locally an ``os.replace`` (atomic rename), on S3 a server-side copy (the
+    new object appears atomically when the copy completes) then a delete of
+    ``src``. This is how outputs are published: write to a temporary key, move.
+    """
+    s, d = parse_uri(src), parse_uri(dst)
+    if s.scheme != d.scheme or (s.scheme == "s3" and s.bucket != d.bucket):
+        raise ValueError(f"move needs both locations in the same store: {src!r} -> {dst!r}")
+    if s.scheme == "file":
+        os.makedirs(os.path.dirname(d.path), exist_ok=True)
+        os.replace(s.path, d.path)
+        return
+    if s.scheme == "s3":
+        client = s3_client()
+        client.copy({"Bucket": s.bucket, "Key": s.path}, d.bucket, d.path)  # managed: multipart above 5 GB
+        client.delete_object(Bucket=s.bucket, Key=s.path)
+        return
+    raise ValueError(f"cannot move {src!r}")
+
+
+def list_children(prefix: str) -> Iterator[str]:
+    """Names of the immediate sub-directories (sub-prefixes) of ``prefix``, sorted, streamed.
+
+    Used to walk Hive partitions (``dt=2024-01-01/``) without listing every key below them.
+    """
+    parsed = parse_uri(prefix)
+    if parsed.scheme == "file":
+        try:
+            entries = sorted(e.name for e in os.scandir(parsed.path) if e.is_dir() and not e.name.startswith("."))
+        except FileNotFoundError:
+            return
+        yield from entries
+        return
+    if parsed.scheme == "s3":
+        key_prefix = parsed.path.rstrip("/") + "/" if parsed.path else ""
+        paginator = s3_client().get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=parsed.bucket, Prefix=key_prefix, Delimiter="/"):
+            for common in page.get("CommonPrefixes", []):
+                name = common["Prefix"][len(key_prefix) :].rstrip("/")
+                if name and not name.startswith("."):
+                    yield name
+        return
+    raise ValueError(f"cannot list {prefix!r}")

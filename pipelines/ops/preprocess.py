@@ -1,7 +1,9 @@
 """Preprocessing driven by a model's ``inference.yml`` ``Preprocess`` list, as PaddleX builds it.
 
 Supported ops: ``Resize`` (``interp`` codes 0-4, ``keep_ratio``), ``NormalizeImage``,
-``Permute``, ``Pad``, ``PadStride``, ``WarpAffine``. Semantics follow PaddleX's
+``Permute``, ``Pad``, ``PadStride``, ``WarpAffine``, and the PaddleClas-style ops of
+classification/feature exports (``ResizeImage``, ``CropImage``, ``ToCHWImage``; see
+:func:`from_transform_ops`). Semantics follow PaddleX's
 detection predictor (RGB input, ``target_size`` given as ``[h, w]``,
 ``scale_factor = resized / original`` per axis); the arithmetic is arranged to
 be cheaper without changing the result:
@@ -108,9 +110,12 @@ class NormalizeImage:
         std: Sequence[float] = (0.229, 0.224, 0.225),
         is_scale: bool = True,
         norm_type: str | None = "mean_std",
+        scale: float | str | None = None,
         **_: Any,
     ):
-        scale = 1.0 / 255.0 if is_scale else 1.0
+        # PaddleDetection spells the 1/255 factor ``is_scale``; PaddleClas exports give ``scale``
+        # (a number or a string such as "1.0/255.0"); ``order`` (hwc/chw) is implied by Sample.chw.
+        scale = parse_scale(scale) if scale is not None else (1.0 / 255.0 if is_scale else 1.0)
         if norm_type and norm_type not in ("mean_std", "none"):
             raise ValueError(f"unsupported norm_type {norm_type!r}")
         if norm_type == "none":
@@ -242,6 +247,66 @@ def pad_to(img: np.ndarray, h: int, w: int, chw: bool, value: float = 0.0) -> np
     return out
 
 
+def parse_scale(value: float | str) -> float:
+    """A PaddleClas ``scale``: a number or an arithmetic string like ``"1.0/255.0"`` (never eval'd)."""
+    if isinstance(value, str):
+        num, _, den = value.partition("/")
+        return float(num) / float(den) if den else float(num)
+    return float(value)
+
+
+def _paddleclas_size(size: int | Sequence[int]) -> tuple[int, int]:
+    """PaddleClas sizes are ``int`` or ``[w, h]``; returns ``(h, w)``."""
+    if isinstance(size, int):
+        return size, size
+    return int(size[1]), int(size[0])
+
+
+class ResizeImage:
+    """PaddleClas ``ResizeImage``: to a fixed ``size`` ([w, h]) or short side to ``resize_short``.
+
+    PaddleX's feature/classification predictors always resize bilinearly whatever
+    ``interpolation`` says, so that is what happens here too (same vectors as PaddleX).
+    """
+
+    def __init__(self, size: int | Sequence[int] | None = None, resize_short: int | None = None, **_: Any):
+        if not size and not resize_short:
+            raise ValueError("ResizeImage needs size or resize_short")
+        self.size = _paddleclas_size(size) if size else None
+        self.resize_short = int(resize_short) if resize_short else None
+
+    def output_size(self, h: int, w: int) -> tuple[int, int]:
+        if self.size is not None:
+            return self.size
+        scale = self.resize_short / min(h, w)
+        return round(h * scale), round(w * scale)
+
+    def __call__(self, s: Sample) -> Sample:
+        h, w = s.hw
+        new_h, new_w = self.output_size(h, w)
+        s.img = cv2.resize(s.img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        s.scale_h, s.scale_w = new_h / s.ori_h, new_w / s.ori_w
+        return s
+
+
+class CropImage:
+    """PaddleClas ``CropImage``: a centred crop of ``size`` ([w, h] or int), as classification exports use."""
+
+    def __init__(self, size: int | Sequence[int] = 224, **_: Any):
+        self.h, self.w = _paddleclas_size(size)
+
+    def __call__(self, s: Sample) -> Sample:
+        h, w = s.hw
+        if h < self.h or w < self.w:
+            raise ValueError(f"CropImage: image {w}x{h} is smaller than the crop {self.w}x{self.h}")
+        top, left = (h - self.h) // 2, (w - self.w) // 2
+        if s.chw:
+            s.img = s.img[:, top : top + self.h, left : left + self.w]
+        else:
+            s.img = s.img[top : top + self.h, left : left + self.w]
+        return s
+
+
 OPS: dict[str, type] = {
     "Resize": Resize,
     "NormalizeImage": NormalizeImage,
@@ -249,7 +314,26 @@ OPS: dict[str, type] = {
     "Pad": Pad,
     "PadStride": PadStride,
     "WarpAffine": WarpAffine,
+    # PaddleClas-style exports (image classification / image feature models)
+    "ResizeImage": ResizeImage,
+    "CropImage": CropImage,
+    "ToCHWImage": Permute,
 }
+
+
+def from_transform_ops(transform_ops: Sequence[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """PaddleClas ``PreProcess.transform_ops`` (``[{Op: {params}}]``) as ``[{type: Op, **params}]``.
+
+    ``DecodeImage`` is dropped (images arrive decoded) and so is ``return_numpy``.
+    """
+    entries: list[dict[str, Any]] = []
+    for item in transform_ops or []:
+        (kind, params), = item.items()
+        if kind == "DecodeImage":
+            continue
+        params = {k: v for k, v in (params or {}).items() if k != "return_numpy"}
+        entries.append({"type": kind, **params})
+    return entries
 
 
 class Preprocessor:

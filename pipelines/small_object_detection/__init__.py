@@ -1,0 +1,1 @@
+"""The ``small_object_detection`` pipeline, with optional sliced (tiled) inference."""
