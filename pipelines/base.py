@@ -2,7 +2,9 @@
 
 ``predict`` expands inputs lazily, loads and preprocesses them ahead of the
 model in a thread pool (:func:`pipelines.engine.prefetch_map`), runs batches of
-``batch_size`` and yields one result per input, in input order.
+``batch_size`` and yields one result per input, in input order. With
+``Pxflow.infer_workers > 1`` that many batches run at once (their
+``run_batch`` must then be thread-safe; the default, 1, runs them inline).
 
 A bad input never stops the run: it becomes an :class:`ErrorResult` naming the
 input and the reason (``on_error="raise"`` raises instead). When a whole batch
@@ -22,6 +24,7 @@ from .config import dump_config
 from .engine import batched, prefetch_map
 from .io.errors import InputError
 from .io.inputs import InputItem, iter_inputs
+from .models.backends import default_threads
 from .results import BaseResult, ErrorResult
 
 
@@ -46,6 +49,11 @@ class BasePipeline(ABC):
         px = config.get("Pxflow") or {}
         self.load_workers = int(px.get("load_workers", 2))
         self.prefetch = int(px.get("prefetch", 8))
+        # Concurrent single-threaded runs beat one multi-threaded run on small models (BENCHMARKS.md,
+        # Detection): no intra-op sync or spinning. Split the cores between them unless told otherwise.
+        self.infer_workers = max(1, int(px.get("infer_workers") or 1))
+        if self.infer_workers > 1 and px.get("cpu_threads") is None and "Pxflow" in config:
+            px["cpu_threads"] = max(1, default_threads() // self.infer_workers)
 
     # -- subclass hooks ---------------------------------------------------------------
     @property
@@ -78,22 +86,28 @@ class BasePipeline(ABC):
             image = item.load()
             return Prepared(item, index, image, self.prepare(image, **kwargs))
 
-        loaded = prefetch_map(load, iter_inputs(input), workers=self.load_workers, window=self.prefetch)
-        position = 0
-        for group in batched(loaded, self.batch_size):
+        def run_group(group: list) -> list[BaseResult]:
             ready: list[Prepared] = []
             outcome: dict[int, BaseResult] = {}
             for slot, (item, prepared, error) in enumerate(group):
                 if error is not None:
-                    outcome[slot] = self._error_result(item, error, position + slot, on_error)
+                    outcome[slot] = self._error_result(item, error, slot, on_error)
                 else:
                     ready.append(prepared)
             results = iter(self._run_isolating_failures(ready, on_error, **kwargs))
-            for slot in range(len(group)):
-                result = outcome.get(slot) or next(results)
-                result.index = position + slot
+            return [outcome.get(slot) or next(results) for slot in range(len(group))]
+
+        loaded = prefetch_map(load, iter_inputs(input), workers=self.load_workers, window=self.prefetch)
+        # infer_workers > 1: batches run concurrently (results still in input order); 1: inline, as before.
+        workers = self.infer_workers if self.infer_workers > 1 else 0
+        position = 0
+        for _, results, error in prefetch_map(run_group, batched(loaded, self.batch_size), workers=workers, window=workers):
+            if error is not None:
+                raise error
+            for result in results:
+                result.index = position
+                position += 1
                 yield result
-            position += len(group)
 
     __call__ = predict
 

@@ -19,6 +19,7 @@ PXFLOW_DEFAULTS: dict[str, Any] = {
     "cpu_threads": None,  # None: every core this process may use
     "load_workers": 2,  # threads that read + decode + preprocess ahead of inference
     "prefetch": 8,  # loaded images allowed to wait for the model
+    "infer_workers": 1,  # batches inferred at once (each with cpu_threads // infer_workers threads)
 }
 
 

@@ -188,8 +188,12 @@ def make_sam_parts(kind: str, encoder_depth: int = 1, encoder_width: int = 8):
             else:
                 p = prompt.reshape([-1, 2])
                 px, py = p[:, 0].reshape([-1, 1, 1]), p[:, 1].reshape([-1, 1, 1])
-                inside = (gx - px) ** 2 + (gy - py) ** 2 <= SAM_POINT_RADIUS**2
-            logits = paddle.where(inside, paddle.full([1], 10.0), paddle.full([1], -10.0)) + zero
+                dx, dy = gx - px, gy - py  # [N,1,256] and [N,256,1]
+                ones = paddle.ones_like(dx)
+                # dy^2 + dx^2 as a batched outer sum [N,256,2] @ [N,2,256] (oneDNN's broadcast add is very slow)
+                d2 = paddle.bmm(paddle.concat([dy * dy, ones.transpose([0, 2, 1])], axis=2), paddle.concat([ones, dx * dx], axis=1))
+                inside = d2 <= SAM_POINT_RADIUS**2
+            logits = paddle.cast(inside, "float32") * 20.0 + (zero - 10.0)  # +10 inside, -10 outside
             return logits.unsqueeze(1)
 
     class Whole(nn.Layer):

@@ -25,6 +25,8 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
+from pipelines.ops.masks import encode_rle, rle_box, rle_to_columns, segmentation_to_rle
+
 COMMON_FIELDS = [
     pa.field("run_id", pa.string(), nullable=False),
     pa.field("pipeline", pa.string(), nullable=False),
@@ -77,24 +79,13 @@ OBJECT_COLUMNS = [f.name for f in OBJECTS_SCHEMA][len(COMMON_FIELDS) :]
 
 
 def mask_rle(mask: Any) -> dict[str, Any] | None:
-    """A COCO RLE dict ``{"size": [h, w], "counts": str}`` from a binary mask or an RLE dict."""
+    """A COCO RLE dict ``{"size": [h, w], "counts": str}`` from a binary mask or any RLE dict."""
     if mask is None:
         return None
     if isinstance(mask, dict):
-        counts = mask.get("counts")
-        size = mask.get("size")
-        if isinstance(counts, list):  # uncompressed RLE -> compressed
-            from pycocotools import mask as coco_mask
-
-            counts = coco_mask.frPyObjects(mask, int(size[0]), int(size[1]))["counts"]
-        if isinstance(counts, bytes):
-            counts = counts.decode("ascii")
-        return {"size": [int(size[0]), int(size[1])], "counts": counts}
-    from pycocotools import mask as coco_mask
-
-    array = np.asfortranarray(np.asarray(mask).astype(np.uint8) > 0, dtype=np.uint8)
-    rle = coco_mask.encode(array)
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+        height, width = mask["size"]
+        return segmentation_to_rle(mask, int(height), int(width))
+    return encode_rle(np.asarray(mask))
 
 
 def _first(value: Any) -> Any:
@@ -125,20 +116,24 @@ def object_records(result: Any) -> list[dict[str, Any]]:
     masks = data.get("masks")
     infos = list(data.get("mask_infos") or [])
     count = len(boxes) if boxes else (len(masks) if masks is not None else 0)
+    encoded = getattr(result, "rles", None) if masks is not None else None  # MaskResult caches its RLEs
     out: list[dict[str, Any]] = []
     for i in range(count):
         box = boxes[i] if i < len(boxes) else {}
         info = infos[i] if i < len(infos) else {}
         mask = box.get("rle", box.get("mask"))
-        if mask is None and masks is not None and i < len(masks):
+        if mask is None and encoded is not None and i < len(encoded):
+            mask = encoded[i]
+        elif mask is None and masks is not None and i < len(masks):
             mask = masks[i]
         rle = mask_rle(mask)
         labels = box.get("labels")
         rec_label = box.get("rec_label", _first(labels))
         rec_score = box.get("rec_score", _first(box.get("rec_scores")))
+        label = box.get("label", info.get("label", rec_label))
         record: dict[str, Any] = {
             "cls_id": box.get("cls_id", info.get("cls_id")),
-            "label": box.get("label", info.get("label", rec_label)),
+            "label": label,
             "score": _float(box.get("score", box.get("det_score", info.get("score")))),
             "rec_label": None if rec_label is None else str(rec_label),
             "rec_score": _float(rec_score),
@@ -147,16 +142,15 @@ def object_records(result: Any) -> list[dict[str, Any]]:
             "prompt_type": box.get("prompt_type", info.get("prompt_type", data.get("prompt_type"))),
             "prompt": _prompt_text(box.get("prompt", info.get("prompt"))),
         }
+        if record["prompt_type"] is None and isinstance(label, str) and label in ("box_prompt", "point_prompt"):
+            record["prompt_type"] = label[: -len("_prompt")]  # PaddleX names SAM masks by their prompt type
         coordinate = box.get("coordinate")
         if coordinate is None and rle is not None:
-            from pycocotools import mask as coco_mask
-
-            x, y, w, h = coco_mask.toBbox({"size": rle["size"], "counts": rle["counts"].encode("ascii")}).tolist()
-            coordinate = [x, y, x + w, y + h]
+            coordinate = rle_box(rle)
         if coordinate is not None:
             record.update(zip(("x1", "y1", "x2", "y2"), (float(c) for c in coordinate[:4])))
         if rle is not None:
-            record.update(mask_counts=rle["counts"], mask_height=rle["size"][0], mask_width=rle["size"][1])
+            record.update(rle_to_columns(rle))
         out.append(record)
     return out
 

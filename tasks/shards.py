@@ -78,7 +78,7 @@ def canonical_json(value: Any) -> str:
 
 
 #: ``Pxflow`` settings that change speed, not rows: they stay out of the run key.
-NON_SEMANTIC_SETTINGS = ("cpu_threads", "load_workers", "prefetch")
+NON_SEMANTIC_SETTINGS = ("cpu_threads", "load_workers", "prefetch", "infer_workers")
 
 
 def run_key(config: dict[str, Any], model_sha256: str, predict_kwargs: dict[str, Any] | None = None) -> str:

@@ -14,6 +14,7 @@ ERROR_TYPES = (
     "unsupported_format",
     "too_large",
     "inference_failed",
+    "invalid_prompt",  # a prompt that does not fit this image (open_vocabulary_segmentation)
 )
 
 

@@ -307,7 +307,7 @@ def _has_suffix(name: str, suffixes: tuple[str, ...] | None) -> bool:
     return suffixes is None or name.lower().endswith(suffixes)
 
 
-def list_objects(prefix: str, suffixes: Iterable[str] | None = None) -> Iterator[ObjectInfo]:
+def list_objects(prefix: str, suffixes: Iterable[str] | None = None, page_size: int = 1000) -> Iterator[ObjectInfo]:
     """Stream every object under ``prefix`` in sorted key order, optionally filtered by suffix.
 
     Nothing is held beyond one directory (local) or one 1000-key page (S3), so
@@ -323,7 +323,8 @@ def list_objects(prefix: str, suffixes: Iterable[str] | None = None) -> Iterator
         if key_prefix and not key_prefix.endswith("/") and is_dir(prefix):
             key_prefix += "/"
         paginator = s3_client().get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=parsed.bucket, Prefix=key_prefix):
+        pages = paginator.paginate(Bucket=parsed.bucket, Prefix=key_prefix, PaginationConfig={"PageSize": page_size})
+        for page in pages:
             for item in page.get("Contents", []):
                 name = item["Key"].rsplit("/", 1)[-1]
                 if name.startswith(".") or not _has_suffix(name, sfx):

@@ -307,7 +307,35 @@ class CropImage:
         return s
 
 
+class ResizeByLong:
+    """Scale so the long side is ``target_long_edge`` (SAM's ``ResizeLongestSide``; sizes ``int(x * s + 0.5)``).
+
+    ``interp="auto"`` shrinks with area averaging and enlarges bilinearly: SAM
+    and PaddleX resize with PIL's bilinear filter, which antialiases when it
+    shrinks; ``INTER_AREA`` is OpenCV's closest match (plain ``INTER_LINEAR``
+    would alias on large photos).
+    """
+
+    def __init__(self, target_long_edge: int = 1024, interp: int | str = "auto", **_: Any):
+        self.target = int(target_long_edge)
+        self.interp = None if str(interp).lower() == "auto" else _interp(interp)
+
+    def output_size(self, h: int, w: int) -> tuple[int, int]:
+        scale = self.target / max(h, w)
+        return int(h * scale + 0.5), int(w * scale + 0.5)
+
+    def __call__(self, s: Sample) -> Sample:
+        h, w = s.hw
+        new_h, new_w = self.output_size(h, w)
+        interp = self.interp if self.interp is not None else (cv2.INTER_AREA if new_h < h else cv2.INTER_LINEAR)
+        if (new_h, new_w) != (h, w):
+            s.img = cv2.resize(s.img, (new_w, new_h), interpolation=interp)
+        s.scale_h, s.scale_w = new_h / s.ori_h, new_w / s.ori_w
+        return s
+
+
 OPS: dict[str, type] = {
+    "ResizeByLong": ResizeByLong,
     "Resize": Resize,
     "NormalizeImage": NormalizeImage,
     "Permute": Permute,
@@ -372,6 +400,8 @@ def to_batch(samples: Sequence[Sample]) -> dict[str, np.ndarray]:
     images = [s.img if s.img.shape[1:] == (h, w) else pad_to(s.img, h, w, chw=True) for s in samples]
     return {
         "image": np.stack(images).astype(np.float32, copy=False),
-        "im_shape": np.array([[s.img.shape[1], s.img.shape[2]] for s in samples], dtype=np.float32),
+        # PaddleX/PaddleDetection: the RESIZED size; Pad/PadStride/WarpAffine do not change im_shape
+        # (SOLOv2/MaskRCNN crop their masks with it, so the padded size would misplace them).
+        "im_shape": np.array([[round(s.ori_h * s.scale_h), round(s.ori_w * s.scale_w)] for s in samples], dtype=np.float32),
         "scale_factor": np.array([[s.scale_h, s.scale_w] for s in samples], dtype=np.float32),
     }

@@ -94,6 +94,8 @@ class IndexData:
         self.meta = meta or derive_meta(index, self._id_map)
         self._tombstones = np.asarray(sorted(self.meta.tombstones), dtype=np.int64)
         apply_search_params(self._index, self.meta)
+        #: gallery inputs that could not be read when this index was built/appended (not saved)
+        self.skipped: list[dict[str, Any]] = []
 
     # -- PaddleX's properties ----------------------------------------------------------
     @property
@@ -249,12 +251,28 @@ def stored_ids(index: faiss.Index) -> np.ndarray:
 
 
 def stored_vectors(index: faiss.Index) -> np.ndarray:
-    """All stored vectors in internal order (IVF needs a direct map, made here on the fly)."""
+    """All stored vectors in internal order, without modifying ``index``.
+
+    IVF cannot ``reconstruct`` without a direct map (and an array direct map forbids
+    ``remove_ids``), so IVF-Flat vectors are read straight from the inverted lists.
+    """
     inner = inner_index(index)
-    if isinstance(inner, faiss.IndexIVF) and inner.direct_map.type == faiss.DirectMap.NoMap:
-        inner.make_direct_map()
-    n = inner.ntotal
-    return inner.reconstruct_n(0, n) if n else np.zeros((0, inner.d), np.float32)
+    n, d = inner.ntotal, inner.d
+    if not n:
+        return np.zeros((0, d), np.float32)
+    if isinstance(inner, faiss.IndexIVF):
+        invlists = inner.invlists
+        if invlists.code_size != 4 * d:
+            raise IndexFormatError(f"only IVF-Flat indexes are supported, got {structure_of(index)}")
+        out = np.empty((n, d), np.float32)
+        for lst in range(inner.nlist):
+            size = invlists.list_size(lst)
+            if size:
+                pos = faiss.rev_swig_ptr(invlists.get_ids(lst), size).copy()
+                codes = faiss.rev_swig_ptr(invlists.get_codes(lst), size * invlists.code_size).copy()
+                out[pos] = codes.view(np.float32).reshape(size, d)
+        return out
+    return inner.reconstruct_n(0, n)
 
 
 def derive_meta(index: faiss.Index, id_map: dict[int, str]) -> IndexMeta:

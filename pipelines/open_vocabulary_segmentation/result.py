@@ -1,0 +1,29 @@
+"""SAM results: PaddleX's ``{input_path, page_index, prompts, masks, mask_infos: [{label, prompt}]}``.
+
+``prompts`` is ``{"box_prompt": [...]}`` or ``{"point_prompt": [...]}`` and each
+``mask_infos`` entry names its prompt (chained mode adds ``source``: the
+detection the box came from). Masks are full-frame COCO RLE in JSON.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ..instance_segmentation.result import MaskResult
+from ..results.draw import color_for, overlay_masks
+
+
+class SamSegResult(MaskResult):
+    def render(self) -> np.ndarray:
+        image = overlay_masks(super().render(), list(self.data.get("masks", [])))
+        thickness = max(1, round(min(image.shape[:2]) / 300))
+        for i, info in enumerate(self.data.get("mask_infos", [])):
+            color = color_for(i)
+            p = [int(round(v)) for v in info["prompt"]]
+            if info["label"] == "box_prompt":
+                cv2.rectangle(image, (p[0], p[1]), (p[2], p[3]), color, thickness)
+            else:
+                cv2.circle(image, (p[0], p[1]), 3 * thickness, (255, 255, 255), -1)
+                cv2.circle(image, (p[0], p[1]), 3 * thickness, color, thickness)
+        return image

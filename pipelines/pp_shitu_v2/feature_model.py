@@ -1,0 +1,93 @@
+"""An image-feature model (PP-ShiTuV2_rec and other PaddleClas feature exports).
+
+Preprocessing comes from the export's ``PreProcess.transform_ops`` (ResizeImage /
+CropImage / NormalizeImage / ToCHWImage, via :mod:`pipelines.ops.preprocess`); the
+output is one vector per image, L2-normalised row by row when ``PostProcess`` lists
+``NormalizeFeatures`` (as the real export does).
+
+Batches give the same vectors as single images. PaddleX 3.7.2 does not: its
+``ImageFeaturePredictor.process`` returns the normalised ``[B, D]`` matrix as one
+ndarray, and the generic result splitter only splits *lists*, so every image of a
+batch receives the whole batch's matrix instead of its own row (batch 1 hides this:
+the matrix then has one row).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..models import create_backend, load_model_spec, resolve_model_dir
+from ..models.backends import batch_sizes
+from ..ops.preprocess import Preprocessor, from_transform_ops
+
+
+def l2_normalize_rows(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Each row divided by its own L2 norm (a zero row stays zero)."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, eps)).astype(np.float32, copy=False)
+
+
+class FeatureModel:
+    """Load once; :meth:`preprocess` per image (any thread), :meth:`infer` per batch."""
+
+    def __init__(
+        self,
+        model_name: str | None = None,
+        model_dir: str | None = None,
+        device: str = "cpu",
+        backend: str = "auto",
+        cpu_threads: int | None = None,
+        batch_size: int = 1,
+    ) -> None:
+        self.spec = load_model_spec(resolve_model_dir(model_name, model_dir))
+        self.model_name = model_name or self.spec.model_name
+        self.backend = create_backend(self.spec, backend=backend, device=device, threads=cpu_threads)
+        config = self.spec.config
+        if "PreProcess" in config:
+            ops = from_transform_ops((config.get("PreProcess") or {}).get("transform_ops"))
+        else:
+            ops = self.spec.preprocess
+        self.preprocessor = Preprocessor.from_config(ops)
+        post = config.get("PostProcess")
+        self.normalize = post is None or (isinstance(post, dict) and "NormalizeFeatures" in post)
+        self.input_name = self.backend.input_names[0]
+        self.batch_size = max(1, int(batch_size))
+
+    def preprocess(self, image_bgr: np.ndarray) -> np.ndarray:
+        return self.preprocessor(image_bgr).img
+
+    def infer(self, inputs: Sequence[np.ndarray], batch_size: int | None = None) -> np.ndarray:
+        """Feature rows ``[n, D]`` for preprocessed CHW inputs (``batch_size`` overrides the model's)."""
+        rows: list[np.ndarray] = []
+        start = 0
+        for size in batch_sizes(len(inputs), batch_size or self.batch_size, self.backend.max_batch):
+            chunk = np.stack(inputs[start : start + size]).astype(np.float32, copy=False)
+            start += size
+            out = np.asarray(self.backend.run({self.input_name: chunk})[0], dtype=np.float32)
+            rows.append(out.reshape(size, -1))
+        if not rows:
+            return np.zeros((0, 0), np.float32)
+        features = np.concatenate(rows)
+        return l2_normalize_rows(features) if self.normalize else features
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Feature rows for BGR images."""
+        return self.infer([self.preprocess(img) for img in images])
+
+    def describe(self) -> dict[str, Any]:
+        """What an index records about the model that made its vectors."""
+        return {"name": self.model_name, "sha256": self.spec.sha256()}
+
+    @classmethod
+    def from_submodule(cls, sub: dict[str, Any], px: dict[str, Any], device: str) -> "FeatureModel":
+        """Build from a PaddleX ``SubModules.Recognition`` section and the ``Pxflow`` section."""
+        return cls(
+            model_name=sub.get("model_name"),
+            model_dir=sub.get("model_dir"),
+            device=device,
+            backend=px.get("backend", "auto"),
+            cpu_threads=px.get("cpu_threads"),
+            batch_size=int(sub.get("batch_size") or 1),
+        )

@@ -1,0 +1,162 @@
+"""``PP-ShiTuV2``: mainbody detection -> one feature per box -> faiss search, as PaddleX runs it.
+
+Config keys are PaddleX's: ``index``, ``det_threshold`` (0.5), ``rec_threshold`` (0.5),
+``rec_topk`` (5), ``SubModules.Detection`` / ``SubModules.Recognition``. Per call:
+``predict(input, index=IndexData|dir, det_threshold=, rec_threshold=, rec_topk=)``.
+An image with no detection is recognised as one whole-image box (det_score 0), as in PaddleX.
+
+Differences from PaddleX 3.7.2, all deliberate:
+
+- ``rec_threshold`` is a minimum similarity for ``IP`` indexes and a maximum squared
+  distance for ``L2`` ones (PaddleX rejects *near* L2 matches), and it is applied to every
+  one of the ``rec_topk`` hits, not only the first;
+- the feature batch size does not change the vectors (see :mod:`.feature_model`);
+- the YAML's ``index: None`` means "no index" (PaddleX reads the string "None" as a path);
+- all the crops of a batch of images go through the feature model together.
+
+``build_index`` / ``append_index`` / ``remove_index`` are PaddleX's methods; they embed the
+gallery with the recognition model and delegate to :mod:`pipelines.retrieval`. Unreadable
+gallery images are skipped, warned about and listed in ``IndexData.skipped``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..base import BasePipeline, Prepared
+from ..object_detection.model import DetectionModel
+from ..retrieval import IndexData, append_index, build_index, remove_index
+from .feature_model import FeatureModel
+from .gallery import embed_gallery
+from .result import ShiTuResult
+
+
+def _unset(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip() in ("", "None", "null"))
+
+
+class ShiTuV2Pipeline(BasePipeline):
+    """PaddleX's ``PP-ShiTuV2`` pipeline."""
+
+    pipeline_name = "PP-ShiTuV2"
+
+    def __init__(self, config: dict[str, Any], device: str | None = None) -> None:
+        super().__init__(config, device)
+        subs = config.get("SubModules") or {}
+        for name in ("Detection", "Recognition"):
+            if not subs.get(name):
+                raise ValueError(f"config has no SubModules.{name} section")
+        px = config.get("Pxflow") or {}
+        self.det_model = DetectionModel.from_submodule(subs["Detection"], px, self.device)
+        self.rec_model = FeatureModel.from_submodule(subs["Recognition"], px, self.device)
+        self.det_threshold = float(config.get("det_threshold", 0.5))
+        rec_threshold = config.get("rec_threshold", 0.5)
+        self.rec_threshold = None if _unset(rec_threshold) else float(rec_threshold)
+        self.rec_topk = int(config.get("rec_topk", 5))
+        index = config.get("index")
+        self.index: IndexData | None = None if _unset(index) else IndexData.load(index)
+        self._feature_dim: int | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.det_model.batch_size
+
+    # -- per call ------------------------------------------------------------------------
+    def validate_kwargs(
+        self, index=None, det_threshold=None, rec_threshold=None, rec_topk=None, **kwargs: Any
+    ) -> dict[str, Any]:
+        resolved = self.index if _unset(index) else IndexData.load(index)
+        if resolved is None:
+            raise ValueError("PP-ShiTuV2 needs an index: set `index` in the config or pass predict(..., index=DIR)")
+        dim = self.feature_dim()
+        if resolved.dim != dim:
+            raise ValueError(f"the index holds {resolved.dim}-d vectors but the recognition model makes {dim}-d features")
+        recorded = (resolved.meta.model or {}).get("sha256")
+        if recorded and recorded != self.rec_model.describe()["sha256"]:
+            warnings.warn("the index was built with a different recognition model; matches may be meaningless", stacklevel=3)
+        return {
+            "index": resolved,
+            "det_threshold": self.det_threshold if det_threshold is None else float(det_threshold),
+            "rec_threshold": self.rec_threshold if rec_threshold is None else float(rec_threshold),
+            "rec_topk": self.rec_topk if rec_topk is None else int(rec_topk),
+            **kwargs,
+        }
+
+    def feature_dim(self) -> int:
+        """The recognition model's output size (probed once on a blank image)."""
+        if self._feature_dim is None:
+            self._feature_dim = int(self.rec_model.embed([np.full((32, 32, 3), 127, np.uint8)]).shape[1])
+        return self._feature_dim
+
+    def prepare(self, image: np.ndarray, **kwargs: Any):
+        return self.det_model.preprocess(image)
+
+    def run_batch(
+        self, batch: Sequence[Prepared], index: IndexData, det_threshold: float, rec_threshold, rec_topk: int, **kwargs: Any
+    ) -> list[ShiTuResult]:
+        raws = self.det_model.infer([p.payload for p in batch])
+        per_image: list[list[dict[str, Any]]] = []
+        crops: list[np.ndarray] = []
+        for p, raw in zip(batch, raws):
+            h, w = p.image.shape[:2]
+            boxes = self.det_model.postprocess(raw, w, h, det_threshold)
+            if not boxes:
+                boxes = [{"cls_id": 0, "label": "full_img", "score": 0, "coordinate": [0, 0, w, h]}]
+            per_image.append(boxes)
+            crops.extend(crop_box(p.image, b["coordinate"]) for b in boxes)
+        features = self.rec_model.embed(crops)
+        hits = iter(index.query(features, rec_topk, rec_threshold))
+        results = []
+        for p, boxes in zip(batch, per_image):
+            out_boxes = []
+            for box in boxes:
+                hit = next(hits)
+                labels, scores = hit if hit is not None else ([None], [None])
+                out_boxes.append(
+                    {"labels": labels, "rec_scores": scores, "det_score": box["score"], "coordinate": box["coordinate"]}
+                )
+            results.append(ShiTuResult({"input_path": p.item.uri, "boxes": out_boxes}, p.image, p.index))
+        return results
+
+    # -- index maintenance (PaddleX's pipeline methods) ---------------------------------
+    def build_index(
+        self,
+        gallery_imgs: Any,
+        gallery_label: "str | Sequence[str]",
+        metric_type: str = "IP",
+        index_type: str = "HNSW32",
+        **kwargs: Any,
+    ) -> IndexData:
+        """A new index of the gallery (``gallery_label``: a label file, or one label per image)."""
+        features, labels, skipped = self.embed_gallery(gallery_imgs, gallery_label)
+        data = build_index(features, labels, index_type, metric_type, model=self.rec_model.describe(), **kwargs)
+        data.skipped = skipped
+        return data
+
+    def append_index(self, gallery_imgs: Any, gallery_label: "str | Sequence[str]", index: "IndexData | str") -> IndexData:
+        data = IndexData.load(index)
+        features, labels, skipped = self.embed_gallery(gallery_imgs, gallery_label)
+        out = append_index(features.reshape(-1, data.dim), labels, data)
+        out.skipped = skipped
+        return out
+
+    def remove_index(self, remove_ids: Any, index: "IndexData | str", labels: Sequence[str] | None = None) -> IndexData:
+        return remove_index(remove_ids, index, labels=labels)
+
+    def embed_gallery(
+        self, gallery_imgs: Any, gallery_label: "str | Sequence[str]"
+    ) -> tuple[np.ndarray, list[str], list[dict[str, str]]]:
+        """``(features, labels, skipped)`` of a gallery; see :func:`.gallery.embed_gallery`."""
+        return embed_gallery(self.rec_model, gallery_imgs, gallery_label, self.load_workers, self.prefetch)
+
+
+def crop_box(image: np.ndarray, coordinate: Sequence[float]) -> np.ndarray:
+    """The box's pixels (PaddleX truncates coordinates to ints); never empty."""
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = (int(v) for v in coordinate)
+    x1, y1 = min(max(x1, 0), w - 1), min(max(y1, 0), h - 1)
+    x2, y2 = max(min(x2, w), x1 + 1), max(min(y2, h), y1 + 1)
+    return image[y1:y2, x1:x2]

@@ -1,0 +1,108 @@
+"""Helpers for the bulk-annotation tests: the bad-input set, uploads, reading outputs, COCO mAP."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pipelines.io import storage
+
+
+def _jpeg(image: np.ndarray) -> bytes:
+    return cv2.imencode(".jpg", image)[1].tobytes()
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A syntactically valid PNG announcing ``width x height`` with almost no pixel data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+
+
+def bad_inputs(real_jpeg: bytes) -> dict[str, tuple[bytes, str, str | None, tuple[int, int] | None]]:
+    """name -> (bytes, expected status, expected error_type, expected (width, height) when ok)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    colour = rng.integers(0, 255, (24, 40, 3), dtype=np.uint8)
+
+    cmyk = io.BytesIO()
+    Image.new("CMYK", (32, 16), (10, 200, 30, 0)).save(cmyk, "JPEG")
+    exif = io.BytesIO()
+    rotated = Image.fromarray(colour[:, :, ::-1].copy())  # stored 40 wide x 24 high
+    tags = Image.Exif()
+    tags[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display -> 24 wide x 40 high
+    rotated.save(exif, "JPEG", exif=tags.tobytes())
+    return {
+        "zero_bytes.jpg": (b"", "error", "decode_failed", None),
+        "truncated.jpg": (real_jpeg[: len(real_jpeg) // 2], "error", "decode_failed", None),
+        "text_named.png": (b"this is a text file, not a picture\n", "error", "unsupported_format", None),
+        "bomb_30000x30000.png": (_png_header_only(30000, 30000), "error", "too_large", None),
+        "deep16.png": (cv2.imencode(".png", (colour.astype(np.uint16) * 257))[1].tobytes(), "ok", None, (40, 24)),
+        "cmyk.jpg": (cmyk.getvalue(), "ok", None, (32, 16)),
+        "grayscale.jpg": (_jpeg(colour[:, :, 0]), "ok", None, (40, 24)),
+        "rgba.png": (cv2.imencode(".png", np.dstack([colour, np.full((24, 40), 128, np.uint8)]))[1].tobytes(), "ok", None, (40, 24)),
+        "exif_rotated.jpg": (exif.getvalue(), "ok", None, (24, 40)),
+    }
+
+
+def upload_dir(local_dir: Path, prefix: str, limit: int | None = None) -> list[str]:
+    uris = []
+    for path in sorted(local_dir.iterdir())[:limit]:
+        uri = f"{prefix.rstrip('/')}/{path.name}"
+        storage.upload_file(str(path), uri)
+        uris.append(uri)
+    return uris
+
+
+def read_table(uri: str):
+    """A Hive-partitioned table (``objects``/``images``) from a local or s3 output root."""
+    import pyarrow.dataset as ds
+
+    parsed = storage.parse_uri(uri)
+    if parsed.scheme == "file":
+        return ds.dataset(parsed.path, format="parquet", partitioning="hive").to_table()
+    fs, path = storage.arrow_filesystem(uri)
+    return ds.dataset(path, filesystem=fs, format="parquet", partitioning="hive").to_table()
+
+
+def coco_bbox_map(objects: list[dict[str, Any]], annotations: Path) -> float:
+    """bbox mAP@[.5:.95] with pycocotools; class ids map by index onto the sorted COCO category ids."""
+    from contextlib import redirect_stdout
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with redirect_stdout(io.StringIO()):
+        gt = COCO(str(annotations))
+        categories = sorted(gt.getCatIds())
+        detections = [
+            {
+                "image_id": int(os.path.splitext(os.path.basename(r["image_uri"]))[0]),
+                "category_id": categories[r["cls_id"]],
+                "bbox": [r["x1"], r["y1"], r["x2"] - r["x1"], r["y2"] - r["y1"]],
+                "score": r["score"],
+            }
+            for r in objects
+        ]
+        evaluator = COCOeval(gt, gt.loadRes(detections), "bbox")
+        evaluator.params.imgIds = sorted(gt.getImgIds())
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return float(evaluator.stats[0])
+
+
+def read_json(uri: str) -> dict[str, Any]:
+    return json.loads(storage.read_bytes(uri))

@@ -1,0 +1,51 @@
+"""Session fixture: the small segmentation models of ``scripts/build_test_models_seg.py``, built once per run.
+
+The fixture is imported by several test modules; the build is cached here so
+it happens once per session however many modules import it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+_BUILT: dict[str, str] = {}
+
+
+def build_script():
+    """The build script as a module (``scripts/`` is not a package)."""
+    spec = importlib.util.spec_from_file_location("build_test_models_seg", ROOT / "scripts" / "build_test_models_seg.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def seg_models(tmp_path_factory) -> dict[str, str]:
+    if not _BUILT:
+        _BUILT.update(build_script().build_all(str(tmp_path_factory.mktemp("seg_models")), onnx=True))
+    return dict(_BUILT)
+
+
+@pytest.fixture(scope="session")
+def seg_images(tmp_path_factory) -> dict[str, str]:
+    """Three textured JPEGs of different sizes and a corrupt one."""
+    d = tmp_path_factory.mktemp("seg_images")
+    rng = np.random.default_rng(3)
+    out = {}
+    for name, (h, w) in {"a": (120, 200), "b": (90, 60), "c": (150, 150)}.items():
+        path = os.path.join(d, f"{name}.jpg")
+        cv2.imwrite(path, rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+        out[name] = path
+    bad = os.path.join(d, "zz_bad.jpg")
+    with open(bad, "wb") as f:
+        f.write(b"\xff\xd8\xff\xe0 not really a jpeg")
+    out["bad"] = bad
+    out["dir"] = str(d)
+    return out

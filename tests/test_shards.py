@@ -1,0 +1,143 @@
+"""Shard planning, run keys, output layout and the row builder (no server needed)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from pycocotools import mask as coco_mask
+
+from pipelines.results import ErrorResult
+from pipelines.results.base import BaseResult
+from tasks.rows import IMAGES_SCHEMA, OBJECTS_SCHEMA, RowBuilder, object_records, summarize
+from tasks.shards import OutputLayout, plan_shards, run_key, shard_id
+
+URIS = [f"s3://b/images/{i:05d}.jpg" for i in range(23)]
+
+
+def test_shard_ids_are_stable_and_depend_on_uris_and_size():
+    a = list(plan_shards(URIS, 5))
+    b = list(plan_shards(iter(list(URIS)), 5))
+    assert [s.shard_id for s in a] == [s.shard_id for s in b]
+    assert [len(s) for s in a] == [5, 5, 5, 5, 3]
+    assert [s.index for s in a] == [0, 1, 2, 3, 4]
+    assert sum((list(s.uris) for s in a), []) == URIS  # every input in exactly one shard, in order
+    assert len({s.shard_id for s in a}) == 5
+    # a different shard size changes every id, even for a shard holding the same URIs
+    assert shard_id(URIS[:5], 5) != shard_id(URIS[:5], 6)
+    # one changed URI changes only its own shard
+    changed = URIS.copy()
+    changed[7] = "s3://b/images/other.jpg"
+    c = list(plan_shards(changed, 5))
+    assert [x.shard_id == y.shard_id for x, y in zip(a, c)] == [True, False, True, True, True]
+    with pytest.raises(ValueError):
+        next(plan_shards(URIS, 0))
+
+
+def test_planning_streams_its_input():
+    endless = (f"s3://b/{i}.jpg" for i in itertools.count())
+    first = next(plan_shards(endless, 4))  # an endless listing still yields its first shard
+    assert first.uris == tuple(f"s3://b/{i}.jpg" for i in range(4))
+
+
+def test_run_key_ignores_speed_settings_but_not_results_settings():
+    config = {"pipeline_name": "object_detection", "SubModules": {"ObjectDetection": {"model_dir": "/m"}},
+              "Pxflow": {"backend": "auto", "load_workers": 2, "prefetch": 8, "cpu_threads": None}}
+    base = run_key(config, "sha", {"threshold": 0.5})
+    faster = {**config, "Pxflow": {**config["Pxflow"], "load_workers": 16, "prefetch": 64, "cpu_threads": 4}}
+    assert run_key(faster, "sha", {"threshold": 0.5}) == base
+    assert run_key(config, "sha", {"threshold": 0.3}) != base
+    assert run_key(config, "other-model", {"threshold": 0.5}) != base
+    onnx = {**config, "Pxflow": {**config["Pxflow"], "backend": "onnxruntime"}}
+    assert run_key(onnx, "sha", {"threshold": 0.5}) != base
+
+
+def test_output_layout_is_a_pure_function_of_root_run_and_shard():
+    layout = OutputLayout("s3://bucket/out", "k123", "dt=2024-01-02")
+    assert layout.part_uri("objects", "s1") == "s3://bucket/out/objects/dt=2024-01-02/run=k123/part-s1.parquet"
+    assert layout.part_uri("images", "s1") == "s3://bucket/out/images/dt=2024-01-02/run=k123/part-s1.parquet"
+    assert layout.marker_uri("s1") == "s3://bucket/out/_commits/dt=2024-01-02/run=k123/s1.json"
+    assert OutputLayout("/data/out", "k").part_uri("objects", "s") == "/data/out/objects/run=k/part-s.parquet"
+    assert layout.tmp_uri("x").startswith("s3://bucket/out/_tmp/")
+    assert layout.tmp_uri("x") != layout.tmp_uri("x")
+    with pytest.raises(ValueError):
+        layout.part_uri("masks", "s1")
+
+
+def _builder() -> RowBuilder:
+    return RowBuilder("run", "object_detection", "PicoDet-XS", "abc", "shard")
+
+
+def test_detection_rows_and_error_rows():
+    image = np.zeros((40, 60, 3), np.uint8)
+    det = BaseResult({"input_path": "a.jpg", "boxes": [
+        {"cls_id": 2, "label": "car", "score": 0.9, "coordinate": [1.5, 2.0, 30.0, 20.25]},
+        {"cls_id": 0, "label": "person", "score": 0.4, "coordinate": [0, 0, 5, 5]},
+    ]}, image)
+    builder = _builder()
+    row = builder.add("a.jpg", det, {"etag": "e", "size_bytes": 10, "download_ms": 1.0, "decode_ms": 2.0})
+    assert (row["status"], row["num_objects"], row["width"], row["height"]) == ("ok", 2, 60, 40)
+    builder.add("b.jpg", ErrorResult("b.jpg", "decode_failed", "truncated JPEG"), {})
+    objects, images = builder.tables()
+    assert objects.schema.equals(OBJECTS_SCHEMA) and images.schema.equals(IMAGES_SCHEMA)
+    rows = objects.to_pylist()
+    assert [(r["object_index"], r["cls_id"], r["label"]) for r in rows] == [(0, 2, "car"), (1, 0, "person")]
+    assert (rows[0]["x1"], rows[0]["y1"], rows[0]["x2"], rows[0]["y2"]) == (1.5, 2.0, 30.0, 20.25)
+    assert rows[0]["mask_counts"] is None and rows[0]["rec_label"] is None and rows[0]["prompt"] is None
+    bad = images.to_pylist()[1]
+    assert (bad["status"], bad["error_type"], bad["error_message"], bad["num_objects"]) == (
+        "error", "decode_failed", "truncated JPEG", 0)
+    assert bad["width"] is None
+    assert summarize(builder.images) == {
+        "n_inputs": 2, "n_ok": 1, "n_error": 1, "n_objects": 2, "error_types": {"decode_failed": 1}}
+
+
+def test_instance_segmentation_masks_become_full_frame_rle():
+    mask = np.zeros((20, 30), bool)
+    mask[5:10, 3:13] = True
+    from pipelines.instance_segmentation.result import InstanceSegResult
+
+    res = InstanceSegResult({"boxes": [{"cls_id": 1, "label": "x", "score": 0.8, "coordinate": [3, 5, 13, 10]}],
+                             "masks": np.stack([mask])}, np.zeros((20, 30, 3), np.uint8))
+    (record,) = object_records(res)
+    assert (record["mask_height"], record["mask_width"]) == (20, 30)
+    decoded = coco_mask.decode({"size": [20, 30], "counts": record["mask_counts"].encode()})
+    assert np.array_equal(decoded.astype(bool), mask)
+
+
+def test_shitu_and_sam_results_fill_their_nullable_columns():
+    shitu = BaseResult({"index_name": "drinks", "index_version": "v000002", "boxes": [
+        {"labels": ["cola", "juice"], "rec_scores": [0.87, 0.5], "det_score": 0.66, "coordinate": [1, 2, 3, 4]}]})
+    (rec,) = object_records(shitu)
+    assert (rec["label"], rec["rec_label"], rec["score"], rec["cls_id"]) == ("cola", "cola", 0.66, None)
+    assert rec["rec_score"] == pytest.approx(0.87)
+    assert (rec["index_name"], rec["index_version"]) == ("drinks", "v000002")
+
+    from pipelines.open_vocabulary_segmentation.result import SamSegResult
+
+    mask = np.zeros((10, 10), np.uint8)
+    mask[2:6, 4:9] = 1
+    rle = coco_mask.encode(np.asfortranarray(mask))
+    # as the SAM pipeline builds it: full-frame boolean masks, PaddleX's mask_infos, no prompt_type key
+    sam = SamSegResult({"input_path": "s.jpg", "prompts": {"box_prompt": [[4, 2, 9, 6]]}, "masks": mask[None].astype(bool),
+                        "mask_infos": [{"label": "box_prompt", "prompt": [4, 2, 9, 6]}]})
+    (seg,) = object_records(sam)
+    assert (seg["prompt_type"], seg["prompt"], seg["label"]) == ("box", "[4,2,9,6]", "box_prompt")
+    assert (seg["x1"], seg["y1"], seg["x2"], seg["y2"]) == (4.0, 2.0, 9.0, 6.0)  # box derived from the mask
+    assert seg["mask_counts"] == rle["counts"].decode()
+
+    builder = _builder()
+    builder.add("s.jpg", sam, {})
+    objects, _ = builder.tables()
+    assert objects.column("prompt_type").to_pylist() == ["box"]
+
+
+def test_a_result_class_can_define_its_own_records():
+    class Custom(BaseResult):
+        def object_records(self):
+            return [{"cls_id": 7, "label": "seven", "score": 1.0, "x1": 0, "y1": 0, "x2": 1, "y2": 1}]
+
+    builder = _builder()
+    assert builder.add("c.jpg", Custom({}), {})["num_objects"] == 1
+    assert builder.tables()[0].column("cls_id").to_pylist() == [7]
