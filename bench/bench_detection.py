@@ -1,6 +1,6 @@
 """Detection benchmark (issue 2): pxflow vs PaddleX 3.7.2 vs the raw model loop, in one run.
 
-    python bench/bench_detection.py              # timings + box parity, ~5-8 minutes on 2 cores
+    python bench/bench_detection.py              # timings + box parity, ~6-9 minutes on 2 busy cores
     python bench/bench_detection.py --quick      # 1 repeat, fewer variants (checking the script)
     python bench/bench_detection.py --no-parity  # timings only
 
@@ -271,15 +271,16 @@ def paddlex_variants(quick: bool) -> dict[str, dict[str, Any]]:
 
 def pxflow_variants(images: list[str], model_dir: Path, quick: bool) -> list[Variant]:
     out = [pxflow_variant("pxflow defaults", images, model_dir, role="defaults")]
+    # iw = infer_workers (threads per run: cores // iw unless t is given), w = load_workers, p = prefetch
     candidates: list[tuple[str, dict[str, Any]]] = [
-        ("pxflow ort w1 p4", {"backend": "onnxruntime", "load_workers": 1, "prefetch": 4}),
-        ("pxflow ort w2 p8", {"backend": "onnxruntime", "load_workers": 2, "prefetch": 8}),
-        ("pxflow ort w1 p4 t1", {"backend": "onnxruntime", "load_workers": 1, "prefetch": 4, "cpu_threads": 1}),
-        ("pxflow paddle w1 b1", {"backend": "paddle", "load_workers": 1, "prefetch": 4}),
-        ("pxflow paddle w1 b4", {"backend": "paddle", "load_workers": 1, "prefetch": 8, "batch_size": 4}),
+        ("pxflow ort iw2 w1 p4", {"backend": "onnxruntime", "infer_workers": 2, "load_workers": 1, "prefetch": 4}),
+        ("pxflow ort iw1 t2 w2 p8", {"backend": "onnxruntime", "infer_workers": 1, "load_workers": 2, "prefetch": 8}),
+        ("pxflow paddle iw2", {"backend": "paddle", "infer_workers": 2}),
+        ("pxflow paddle iw1 t2", {"backend": "paddle", "infer_workers": 1}),
+        ("pxflow paddle iw1 t2 b4", {"backend": "paddle", "infer_workers": 1, "batch_size": 4}),
     ]
     if quick:
-        candidates = candidates[:1]
+        candidates = candidates[:2]
     out += [pxflow_variant(name, images, model_dir, **kw) for name, kw in candidates]
     return out
 
@@ -378,7 +379,7 @@ def ratios(variants: list[Variant]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes per variant (best counts)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed passes per variant (best counts)")
     parser.add_argument("--warmup", type=int, default=3, help="images run before each timed pass")
     parser.add_argument("--quick", action="store_true", help="1 repeat, few variants: check the script")
     parser.add_argument("--no-parity", action="store_true")

@@ -58,7 +58,11 @@ class Backend(ABC):
 
 
 class PaddleBackend(Backend):
-    """Paddle Inference; oneDNN on CPU. Calls are serialised: a predictor is not thread-safe."""
+    """Paddle Inference; oneDNN on CPU.
+
+    A predictor is not thread-safe, so each concurrent call takes an idle one
+    from a pool, cloned on demand (``Predictor.clone`` shares the weights).
+    """
 
     name = "paddle"
 
@@ -83,18 +87,24 @@ class PaddleBackend(Backend):
         self.input_names = list(self._predictor.get_input_names())
         self._output_names = list(self._predictor.get_output_names())
         self._lock = threading.Lock()
+        self._idle = [self._predictor]
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         with self._lock:
+            predictor = self._idle.pop() if self._idle else self._predictor.clone()
+        try:
             for name in self.input_names:
                 if name not in inputs:
                     raise KeyError(f"model input {name!r} was not provided (have {sorted(inputs)})")
                 array = np.ascontiguousarray(inputs[name])
-                handle = self._predictor.get_input_handle(name)
+                handle = predictor.get_input_handle(name)
                 handle.reshape(array.shape)
                 handle.copy_from_cpu(array)
-            self._predictor.run()
-            return [self._predictor.get_output_handle(n).copy_to_cpu() for n in self._output_names]
+            predictor.run()
+            return [predictor.get_output_handle(n).copy_to_cpu() for n in self._output_names]
+        finally:
+            with self._lock:
+                self._idle.append(predictor)
 
 
 class OnnxBackend(Backend):
