@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..models import create_backend, load_model_spec, resolve_model_dir
+from ..models import open_model
 from ..models.backends import batch_sizes
 from ..ops.boxes import Threshold, clip_boxes, filter_by_threshold, label_for, parse_threshold, split_by_counts
 from ..ops.preprocess import Preprocessor, Resize, Sample, to_batch
@@ -30,9 +30,8 @@ class DetectionModel:
         threshold: Threshold | None = None,
         img_size: int | Sequence[int] | None = None,
     ) -> None:
-        self.spec = load_model_spec(resolve_model_dir(model_name, model_dir))
-        self.model_name = model_name or self.spec.model_name
-        self.backend = create_backend(self.spec, backend=backend, device=device, threads=cpu_threads)
+        loaded = open_model(model_name, model_dir, device, backend, cpu_threads)
+        self.spec, self.model_name, self.backend = loaded.spec, loaded.model_name, loaded.backend
         self.preprocessor = Preprocessor.from_config(self.spec.preprocess)
         if img_size is not None:
             size = [img_size, img_size] if isinstance(img_size, int) else list(img_size)

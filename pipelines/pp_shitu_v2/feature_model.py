@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..models import create_backend, load_model_spec, resolve_model_dir
+from ..models import open_model
 from ..models.backends import batch_sizes
 from ..ops.preprocess import Preprocessor, from_transform_ops
 
@@ -41,9 +41,8 @@ class FeatureModel:
         cpu_threads: int | None = None,
         batch_size: int = 1,
     ) -> None:
-        self.spec = load_model_spec(resolve_model_dir(model_name, model_dir))
-        self.model_name = model_name or self.spec.model_name
-        self.backend = create_backend(self.spec, backend=backend, device=device, threads=cpu_threads)
+        loaded = open_model(model_name, model_dir, device, backend, cpu_threads)
+        self.spec, self.model_name, self.backend = loaded.spec, loaded.model_name, loaded.backend
         config = self.spec.config
         if "PreProcess" in config:
             ops = from_transform_ops((config.get("PreProcess") or {}).get("transform_ops"))
