@@ -58,6 +58,7 @@ def test_a_real_process_worker_runs_the_annotate_deployment(prefect_server, tmp_
     """Work pool from our template, `prefect deploy` from our prefect.yaml, one run picked up by a process worker."""
     import os
     import subprocess
+    import sys
 
     from tests.annotate_helpers import read_json, read_table
     from tests.conftest import COCO_MINI, PICODET_ONNX
@@ -67,10 +68,13 @@ def test_a_real_process_worker_runs_the_annotate_deployment(prefect_server, tmp_
     for path in sorted((COCO_MINI / "images").iterdir())[:4]:
         (src / path.name).symlink_to(path)
     out = tmp_path / "out"
-    env = {**os.environ, "PREFECT_API_URL": prefect_server, "PXFLOW_HOME": str(ROOT)}
+    # CI runs the venv's python without activating the venv: put its bin/ first so the worker finds it too
+    bin_dir = os.path.dirname(sys.executable)
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "PXFLOW_HOME": str(ROOT),
+           "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
 
     def prefect(*args: str) -> str:
-        proc = subprocess.run(["prefect", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run([os.path.join(bin_dir, "prefect"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, f"prefect {' '.join(args)}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
         return proc.stdout + proc.stderr
 

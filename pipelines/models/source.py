@@ -75,7 +75,7 @@ def _download_official(model_name: str, target: str) -> str:
         extracted = os.path.join(staging, "x")
         try:
             with tarfile.open(archive) as tar:
-                tar.extractall(extracted, filter="data")
+                _safe_extract(tar, extracted)
         except (tarfile.TarError, OSError) as exc:
             raise ModelUnavailableError(f"{url} is not a valid model archive: {exc}") from None
         entries = os.listdir(extracted)
@@ -88,6 +88,25 @@ def _download_official(model_name: str, target: str) -> str:
         return target
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _safe_extract(tar: tarfile.TarFile, target: str) -> None:
+    """Extract regular files and folders only, never outside ``target`` (no links, devices, absolute paths).
+
+    Python >= 3.11.4 does this with ``filter="data"``; older 3.11 releases lack the
+    filter, so the same rule is applied by hand there.
+    """
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(target, filter="data")
+        return
+    root = os.path.realpath(target)
+    members = []
+    for member in tar.getmembers():
+        dest = os.path.realpath(os.path.join(root, member.name))
+        if not (member.isfile() or member.isdir()) or os.path.commonpath([root, dest]) != root:
+            raise tarfile.TarError(f"refusing archive member {member.name!r}")
+        members.append(member)
+    tar.extractall(target, members=members)
 
 
 def _stage_s3_prefix(prefix: str) -> str:
