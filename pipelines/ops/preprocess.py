@@ -75,7 +75,25 @@ def _interp(value: int | str) -> int:
     return INTERP_CODES[int(value)]
 
 
-class Resize:
+class _ResizeOp:
+    """Shared resize step: subclasses say the output size and interpolation; geometry is recorded once."""
+
+    def output_size(self, h: int, w: int) -> tuple[int, int]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def interpolation(self, h: int, new_h: int) -> int:
+        return self.interp
+
+    def __call__(self, s: Sample) -> Sample:
+        h, w = s.hw
+        new_h, new_w = self.output_size(h, w)
+        if (new_h, new_w) != (h, w):  # OpenCV copies unchanged sizes anyway
+            s.img = cv2.resize(s.img, (new_w, new_h), interpolation=self.interpolation(h, new_h))
+        s.scale_h, s.scale_w = new_h / s.ori_h, new_w / s.ori_w
+        return s
+
+
+class Resize(_ResizeOp):
     """Resize to ``target_size`` ([h, w]); with ``keep_ratio`` scale to fit as PaddleX does."""
 
     def __init__(self, target_size: int | Sequence[int], keep_ratio: bool = False, interp: int | str = 1, **_: Any):
@@ -92,13 +110,6 @@ class Resize:
         tmax, tmin = max(self.target_h, self.target_w), min(self.target_h, self.target_w)
         scale = min(tmax / max(h, w), tmin / min(h, w))
         return round(h * scale), round(w * scale)
-
-    def __call__(self, s: Sample) -> Sample:
-        h, w = s.hw
-        new_h, new_w = self.output_size(h, w)
-        s.img = cv2.resize(s.img, (new_w, new_h), interpolation=self.interp)
-        s.scale_h, s.scale_w = new_h / s.ori_h, new_w / s.ori_w
-        return s
 
 
 class NormalizeImage:
@@ -262,7 +273,7 @@ def _paddleclas_size(size: int | Sequence[int]) -> tuple[int, int]:
     return int(size[1]), int(size[0])
 
 
-class ResizeImage:
+class ResizeImage(_ResizeOp):
     """PaddleClas ``ResizeImage``: to a fixed ``size`` ([w, h]) or short side to ``resize_short``.
 
     PaddleX's feature/classification predictors always resize bilinearly whatever
@@ -281,12 +292,8 @@ class ResizeImage:
         scale = self.resize_short / min(h, w)
         return round(h * scale), round(w * scale)
 
-    def __call__(self, s: Sample) -> Sample:
-        h, w = s.hw
-        new_h, new_w = self.output_size(h, w)
-        s.img = cv2.resize(s.img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-        s.scale_h, s.scale_w = new_h / s.ori_h, new_w / s.ori_w
-        return s
+    def interpolation(self, h: int, new_h: int) -> int:
+        return cv2.INTER_LINEAR
 
 
 class CropImage:
@@ -307,7 +314,7 @@ class CropImage:
         return s
 
 
-class ResizeByLong:
+class ResizeByLong(_ResizeOp):
     """Scale so the long side is ``target_long_edge`` (SAM's ``ResizeLongestSide``; sizes ``int(x * s + 0.5)``).
 
     ``interp="auto"`` shrinks with area averaging and enlarges bilinearly: SAM
@@ -324,14 +331,10 @@ class ResizeByLong:
         scale = self.target / max(h, w)
         return int(h * scale + 0.5), int(w * scale + 0.5)
 
-    def __call__(self, s: Sample) -> Sample:
-        h, w = s.hw
-        new_h, new_w = self.output_size(h, w)
-        interp = self.interp if self.interp is not None else (cv2.INTER_AREA if new_h < h else cv2.INTER_LINEAR)
-        if (new_h, new_w) != (h, w):
-            s.img = cv2.resize(s.img, (new_w, new_h), interpolation=interp)
-        s.scale_h, s.scale_w = new_h / s.ori_h, new_w / s.ori_w
-        return s
+    def interpolation(self, h: int, new_h: int) -> int:
+        if self.interp is not None:
+            return self.interp
+        return cv2.INTER_AREA if new_h < h else cv2.INTER_LINEAR
 
 
 OPS: dict[str, type] = {
