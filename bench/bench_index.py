@@ -6,7 +6,7 @@ cluster structure) and 1000 fresh random queries:
 - pxflow ``build_index`` for Flat / IVF / HNSW32 (IP) at default settings: build time (tuning
   included), tuned nprobe/efSearch, recall@1 against exact search, search time per query;
 - append 1000 vectors, remove them again (HNSW: tombstones), compact; restored results;
-- PaddleX 3.7.2's own ``FaissBuilder`` (run in /tmp/pdxvenv in a subprocess) on the same
+- PaddleX 3.7.2's own ``FaissBuilder`` (run in PaddleX's own venv, bench/.venvs/paddlex, in a subprocess) on the same
   vectors: its recall at its defaults, whether PaddleX loads our saved indexes, and
   whether its IVF ``remove`` keeps ids right;
 - PaddleX's image-feature predictor at batch 4 vs batch 1 on the generated rec model.
@@ -34,7 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 from pipelines.retrieval import IndexData, append_index, build_index, compact_index, remove_index  # noqa: E402
 
-PDX_PYTHON = Path("/tmp/pdxvenv/bin/python")
+#: PaddleX's own venv, shared with bench_detection.py (created by bench/setup_paddlex.sh when missing)
+PDX_VENV = Path(os.environ.get("PXFLOW_PADDLEX_VENV", ROOT / "bench" / ".venvs" / "paddlex"))
 SECTION = "## PP-ShiTu index (issue 4)"
 DIM = 512
 QUERIES = 1000
@@ -144,8 +145,10 @@ def run(n: int) -> dict:
 
 
 def paddlex_side(work: str, x: np.ndarray, q: np.ndarray, truth: np.ndarray, saved: dict[str, str]) -> dict:
-    if not PDX_PYTHON.exists():
-        return {"paddlex": "not available"}
+    pdx_python = PDX_VENV / "bin" / "python"
+    if not pdx_python.exists():
+        print(f"creating PaddleX venv at {PDX_VENV} (one time) ...", flush=True)
+        subprocess.run(["bash", str(ROOT / "bench" / "setup_paddlex.sh"), str(PDX_VENV)], check=True)
     # PaddleX builds on at most PDX_MAX vectors: its IVF (N//8 lists) trains for very long at 100k
     x_pdx = x[:PDX_MAX]
     np.save(os.path.join(work, "x_pdx.npy"), x_pdx)
@@ -156,7 +159,7 @@ def paddlex_side(work: str, x: np.ndarray, q: np.ndarray, truth: np.ndarray, sav
     rec_dir = os.path.join(work, "models")
     subprocess.run([sys.executable, str(ROOT / "scripts" / "build_test_models_shitu.py"), rec_dir], check=True, capture_output=True)
     proc = subprocess.run(
-        [str(PDX_PYTHON), "-c", PADDLEX_SIDE, work, json.dumps(saved), os.path.join(rec_dir, "PP-ShiTuV2_rec")],
+        [str(pdx_python), "-c", PADDLEX_SIDE, work, json.dumps(saved), os.path.join(rec_dir, "PP-ShiTuV2_rec")],
         capture_output=True,
         text=True,
     )

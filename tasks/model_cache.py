@@ -4,7 +4,7 @@ Loading a model (graph optimisation, weights) costs seconds; a shard is tens of
 seconds of work, so loading per task would waste a visible share of the run.
 The cache lives at module level, so it is per process: the thread runner's
 tasks share one pipeline (ONNX Runtime sessions are thread-safe, the Paddle
-backend serialises calls with its own lock), and each Dask worker process
+backend hands each concurrent call its own cloned predictor), and each Dask worker process
 loads its own once. The key is the pipeline config plus the model checksum,
 so a changed model file is never served from a stale entry.
 """
