@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import struct
 import zlib
 from pathlib import Path
@@ -78,30 +77,18 @@ def read_table(uri: str):
 
 
 def coco_bbox_map(objects: list[dict[str, Any]], annotations: Path) -> float:
-    """bbox mAP@[.5:.95] with pycocotools; class ids map by index onto the sorted COCO category ids."""
-    from contextlib import redirect_stdout
+    """bbox mAP@[.5:.95] of ``objects`` rows, computed as everywhere else (:mod:`pipelines.evaluation`)."""
+    from collections import defaultdict
 
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+    from pipelines.evaluation import coco_eval, detections_from_boxes, load_coco
 
-    with redirect_stdout(io.StringIO()):
-        gt = COCO(str(annotations))
-        categories = sorted(gt.getCatIds())
-        detections = [
-            {
-                "image_id": int(os.path.splitext(os.path.basename(r["image_uri"]))[0]),
-                "category_id": categories[r["cls_id"]],
-                "bbox": [r["x1"], r["y1"], r["x2"] - r["x1"], r["y2"] - r["y1"]],
-                "score": r["score"],
-            }
-            for r in objects
-        ]
-        evaluator = COCOeval(gt, gt.loadRes(detections), "bbox")
-        evaluator.params.imgIds = sorted(gt.getImgIds())
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return float(evaluator.stats[0])
+    boxes_by_image: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in objects:
+        boxes_by_image[r["image_uri"]].append(
+            {"cls_id": r["cls_id"], "score": r["score"], "coordinate": [r["x1"], r["y1"], r["x2"], r["y2"]]}
+        )
+    coco = load_coco(str(annotations))
+    return float(coco_eval(coco, detections_from_boxes(boxes_by_image.items(), coco))[0])
 
 
 def read_json(uri: str) -> dict[str, Any]:

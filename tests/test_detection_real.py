@@ -6,7 +6,6 @@ import http.server
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ import yaml
 
 from pipelines import create_pipeline
 from pipelines.evaluation import coco_eval, detections_from_boxes, load_coco
+from tests.s3_server import free_port
 from tests.conftest import COCO_MINI, LEGACY_MODEL, PICODET_ONNX, PICODET_PADDLE, require_shared
 
 EXPECTED_MAP = 0.279  # measured by PaddleX 3.7.2 on the same model and images (../shared/README.md)
@@ -172,11 +172,6 @@ def test_legacy_model_runs_and_short_label_list_does_not_crash(tmp_path):
     assert any(cid > 0 and label == f"class_{cid}" for cid, label in labels)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_bad_inputs_are_reported_and_the_rest_still_run(tmp_path):
     require_shared()
@@ -199,7 +194,7 @@ def test_bad_inputs_are_reported_and_the_rest_still_run(tmp_path):
 
     pipe = create_pipeline("object_detection", config={"SubModules": {"ObjectDetection": {"model_dir": str(PICODET_ONNX)}}})
     missing = str(tmp_path / "nope.jpg")
-    unreachable = f"http://127.0.0.1:{_free_port()}/x.jpg"
+    unreachable = f"http://127.0.0.1:{free_port()}/x.jpg"
     results = list(pipe.predict([missing, str(good[0]), unreachable]))
     assert [r.ok for r in results] == [False, True, False]
     assert results[0].error_type == "not_found" and results[0].input_path == missing

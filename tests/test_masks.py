@@ -87,21 +87,14 @@ def _uncompressed_counts(mask: np.ndarray) -> list[int]:
 @pytest.fixture(scope="module")
 def coco_gt():
     require_shared()
-    from pycocotools.coco import COCO
+    from pipelines.evaluation import load_coco
 
-    import contextlib
-    import io
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        return COCO(str(COCO_MINI / "instances_val2017.json"))
+    return load_coco(str(COCO_MINI / "instances_val2017.json"))
 
 
 def test_oracle_scores_mask_ap_one_through_our_rle_path(coco_gt, seg_models, tmp_path):
     """GT polygons rasterised by pycocotools -> our postprocessing -> result JSON RLE -> COCOeval segm AP 1.0."""
-    import contextlib
-    import io
-
-    from pycocotools.cocoeval import COCOeval
+    from pipelines.evaluation import coco_eval
 
     from pipelines.instance_segmentation.model import InstanceSegModel, RawInstances
     from pipelines.instance_segmentation.result import InstanceSegResult
@@ -128,14 +121,9 @@ def test_oracle_scores_mask_ap_one_through_our_rle_path(coco_gt, seg_models, tmp
             rows_for_parquet.append({"image_id": image_id, **cols})
         dense_by_row.extend(dense.astype(bool))
     assert len(detections) > 500
-    with contextlib.redirect_stdout(io.StringIO()):
-        dt = coco_gt.loadRes(detections)
-        ev = COCOeval(coco_gt, dt, iouType="segm")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    assert ev.stats[0] == pytest.approx(1.0)  # AP@[.5:.95]
-    assert ev.stats[1] == pytest.approx(1.0)  # AP50
+    stats = coco_eval(coco_gt, detections, iou_type="segm")
+    assert stats[0] == pytest.approx(1.0)  # AP@[.5:.95]
+    assert stats[1] == pytest.approx(1.0)  # AP50
 
     # RLE -> Parquet-ready dict -> a real Parquet file -> decode: bit-exact
     path = tmp_path / "objects.parquet"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.server
 import os
 import shutil
-import socket
 import tarfile
 import threading
 from pathlib import Path
@@ -18,6 +17,7 @@ from pipelines.models import create_backend, load_model_spec, resolve_model_dir
 from pipelines.models.backends import choose_backend
 from pipelines.models.model_dir import ModelDirError
 from pipelines.models.source import ModelUnavailableError, official_model_dir
+from tests.s3_server import free_port
 from tests.conftest import LEGACY_MODEL, PICODET_ONNX, PICODET_PADDLE, require_shared
 
 
@@ -108,11 +108,6 @@ def test_model_dir_errors_are_clear(tmp_path):
 # ------------------------------------------------------------------ official-model cache
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture
 def model_server(tmp_path):
@@ -139,21 +134,21 @@ def test_official_name_downloads_once_into_paddlex_cache(tmp_path, monkeypatch, 
     assert (Path(path) / "inference.onnx").stat().st_size == (PICODET_ONNX / "inference.onnx").stat().st_size
     assert not [p for p in (tmp_path / "cache" / "official_models").iterdir() if p.name.startswith(".tmp")]
     # second resolution works offline: nothing is fetched again
-    monkeypatch.setenv("PXFLOW_MODEL_BASE_URL", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("PXFLOW_MODEL_BASE_URL", f"http://127.0.0.1:{free_port()}")
     assert resolve_model_dir("PicoDet-XS") == path
 
 
 def test_prestaged_model_is_used_without_network(tmp_path, monkeypatch):
     require_shared()
     monkeypatch.setenv("PADDLE_PDX_CACHE_HOME", str(tmp_path))
-    monkeypatch.setenv("PXFLOW_MODEL_BASE_URL", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("PXFLOW_MODEL_BASE_URL", f"http://127.0.0.1:{free_port()}")
     shutil.copytree(PICODET_ONNX, official_model_dir("PicoDet-XS"))
     assert resolve_model_dir("PicoDet-XS") == official_model_dir("PicoDet-XS")
 
 
 def test_offline_unknown_model_gives_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("PADDLE_PDX_CACHE_HOME", str(tmp_path))
-    monkeypatch.setenv("PXFLOW_MODEL_BASE_URL", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("PXFLOW_MODEL_BASE_URL", f"http://127.0.0.1:{free_port()}")
     with pytest.raises(ModelUnavailableError, match="could not be downloaded") as info:
         resolve_model_dir("PicoDet-S")
     assert "model_dir" in str(info.value)
