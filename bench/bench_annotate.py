@@ -71,8 +71,8 @@ def raw_loop(paths: list[Path], model_dir: str, backend: str) -> dict:
     import cv2
     import numpy as np
 
-    from pipelines.models import create_backend, load_model_spec
-    from pipelines.ops.preprocess import Preprocessor, to_batch
+    from pxflow.pipelines.models import create_backend, load_model_spec
+    from pxflow.pipelines.ops.preprocess import Preprocessor, to_batch
 
     spec = load_model_spec(model_dir)
     model = create_backend(spec, backend=backend)
@@ -86,7 +86,7 @@ def raw_loop(paths: list[Path], model_dir: str, backend: str) -> dict:
 
 
 def run_annotate(src: Path, out: Path, model_dir: str, backend: str, shard_size: int, concurrency: int) -> dict:
-    from flows.annotate import annotate
+    from pxflow.flows.annotate import annotate
 
     start = time.perf_counter()
     result = annotate(input=str(src), output=str(out), model_dir=model_dir, backend=backend, threshold=0.5,

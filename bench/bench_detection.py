@@ -238,7 +238,7 @@ def local_pass(run: Callable[[list[str]], int], images: list[str]) -> Callable[[
 
 
 def pxflow_variant(name: str, images: list[str], model_dir: Path, role: str = "", batch_size: int = 1, **pxflow: Any) -> Variant:
-    from pipelines import create_pipeline
+    from pxflow.pipelines import create_pipeline
 
     config = {"SubModules": {"ObjectDetection": {"model_name": MODEL_NAME, "model_dir": str(model_dir), "batch_size": batch_size}}}
     pipeline = create_pipeline("object_detection", config=config, **pxflow)
@@ -334,7 +334,7 @@ def compare_boxes(ours: dict[str, list[dict]], theirs: dict[str, list[dict]]) ->
 
 
 def pxflow_boxes(images: list[str], model_dir: Path, backend: str, threshold: float) -> dict[str, list[dict]]:
-    from pipelines import create_pipeline
+    from pxflow.pipelines import create_pipeline
 
     config = {"SubModules": {"ObjectDetection": {"model_name": MODEL_NAME, "model_dir": str(model_dir)}}}
     pipeline = create_pipeline("object_detection", config=config, backend=backend)

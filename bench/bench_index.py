@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipelines.retrieval import IndexData, append_index, build_index, compact_index, remove_index  # noqa: E402
+from pxflow.pipelines.retrieval import IndexData, append_index, build_index, compact_index, remove_index  # noqa: E402
 
 #: PaddleX's own venv, shared with bench_detection.py (created by bench/setup_paddlex.sh when missing)
 PDX_VENV = Path(os.environ.get("PXFLOW_PADDLEX_VENV", ROOT / "bench" / ".venvs" / "paddlex"))

@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipelines.registry import create_pipeline  # noqa: E402
+from pxflow.pipelines.registry import create_pipeline  # noqa: E402
 
 
 def build_models(out: Path, depth: int, width: int) -> dict[str, str]:

@@ -23,13 +23,13 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.futures import as_completed
 
-from pipelines.config import load_config
-from pipelines.io import storage
-from pipelines.io.manifest import iter_input_uris
-from pipelines.models.backends import default_threads
-from tasks.annotate_shard import AnnotateJob, annotate_shard
-from tasks.model_cache import model_identity
-from tasks.shards import DEFAULT_SHARD_SIZE, plan_shards, run_key
+from pxflow.pipelines.config import load_config
+from pxflow.pipelines.io import storage
+from pxflow.pipelines.io.manifest import iter_input_uris
+from pxflow.pipelines.models.backends import default_threads
+from pxflow.tasks.annotate_shard import AnnotateJob, annotate_shard
+from pxflow.tasks.model_cache import model_identity
+from pxflow.tasks.shards import DEFAULT_SHARD_SIZE, plan_shards, run_key
 
 RUNNERS = ("thread", "dask")
 #: loader threads per shard: downloads are latency-bound, so more than the cores
@@ -80,7 +80,7 @@ def prepare_job(
     s3: dict[str, Any] | None = None,
 ) -> AnnotateJob:
     """Config (YAML < parameters), model identity and run key: everything shards share."""
-    from flows.cli.predict import _override_first_submodule
+    from pxflow.flows.cli.predict import _override_first_submodule
 
     config = load_config(pipeline)
     if model_dir:

@@ -15,10 +15,10 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from pipelines.io import storage
-from pipelines.io.uri import join_uri
-from tasks.annotate_shard import read_marker
-from tasks.shards import DEFAULT_SHARD_SIZE, OutputLayout
+from pxflow.pipelines.io import storage
+from pxflow.pipelines.io.uri import join_uri
+from pxflow.tasks.annotate_shard import read_marker
+from pxflow.tasks.shards import DEFAULT_SHARD_SIZE, OutputLayout
 
 from .annotate import DEFAULT_DOWNLOAD_WORKERS, annotate, prepare_job
 

@@ -26,12 +26,12 @@ PXFLOW_DEFAULTS: dict[str, Any] = {
 def builtin_config_names() -> list[str]:
     """Pipeline names that ship a YAML in ``configs/``."""
     return sorted(
-        p.name[: -len(".yaml")] for p in resources.files("configs").iterdir() if p.name.endswith(".yaml")
+        p.name[: -len(".yaml")] for p in resources.files("pxflow.configs").iterdir() if p.name.endswith(".yaml")
     )
 
 
 def builtin_config_path(name: str) -> str:
-    path = resources.files("configs") / f"{name}.yaml"
+    path = resources.files("pxflow.configs") / f"{name}.yaml"
     if not path.is_file():
         raise ValueError(f"unknown pipeline {name!r}; built-in pipelines: {builtin_config_names()}")
     return str(path)

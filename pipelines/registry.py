@@ -9,10 +9,10 @@ from .config import load_config
 
 #: pipeline_name -> "module:Class"
 PIPELINES: dict[str, str] = {
-    "object_detection": "pipelines.object_detection.pipeline:ObjectDetectionPipeline",
-    "small_object_detection": "pipelines.small_object_detection.pipeline:SmallObjectDetectionPipeline",
-    "instance_segmentation": "pipelines.instance_segmentation.pipeline:InstanceSegmentationPipeline",
-    "open_vocabulary_segmentation": "pipelines.open_vocabulary_segmentation.pipeline:OpenVocabularySegmentationPipeline",
+    "object_detection": "pxflow.pipelines.object_detection.pipeline:ObjectDetectionPipeline",
+    "small_object_detection": "pxflow.pipelines.small_object_detection.pipeline:SmallObjectDetectionPipeline",
+    "instance_segmentation": "pxflow.pipelines.instance_segmentation.pipeline:InstanceSegmentationPipeline",
+    "open_vocabulary_segmentation": "pxflow.pipelines.open_vocabulary_segmentation.pipeline:OpenVocabularySegmentationPipeline",
     "PP-ShiTuV2": "pipelines.pp_shitu_v2.pipeline:ShiTuV2Pipeline",
 }
 

@@ -23,10 +23,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pipelines.io import storage
-from pipelines.io.errors import InputError
-from pipelines.io.images import decode_image
-from pipelines.io.inputs import InputItem
+from pxflow.pipelines.io import storage
+from pxflow.pipelines.io.errors import InputError
+from pxflow.pipelines.io.images import decode_image
+from pxflow.pipelines.io.inputs import InputItem
 
 from .model_cache import get_pipeline, process_stats
 from .rows import RowBuilder, summarize

@@ -17,8 +17,8 @@ import threading
 from collections import Counter
 from typing import Any, Iterator
 
-from pipelines.models import load_model_spec, resolve_model_dir
-from pipelines.registry import create_pipeline
+from pxflow.pipelines.models import load_model_spec, resolve_model_dir
+from pxflow.pipelines.registry import create_pipeline
 
 from .shards import canonical_json
 

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-from pipelines.ops.masks import encode_rle, rle_box, rle_to_columns, segmentation_to_rle
+from pxflow.pipelines.ops.masks import encode_rle, rle_box, rle_to_columns, segmentation_to_rle
 
 COMMON_FIELDS = [
     pa.field("run_id", pa.string(), nullable=False),
@@ -101,7 +101,7 @@ def _float(value: Any) -> float | None:
 def _prompt_text(prompt: Any) -> str | None:
     if prompt is None or isinstance(prompt, str):
         return prompt
-    from pipelines.results.base import to_jsonable
+    from pxflow.pipelines.results.base import to_jsonable
 
     return json.dumps(to_jsonable(prompt), separators=(",", ":"))
 

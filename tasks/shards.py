@@ -25,7 +25,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-from pipelines.io.uri import join_uri
+from pxflow.pipelines.io.uri import join_uri
 
 #: Default images per shard. Prefect's per-task overhead measured ~5-7 ms (thread runner, ephemeral
 #: server; BENCHMARKS.md), negligible next to a shard's ~10 s of inference at 20 ms/image; the binding

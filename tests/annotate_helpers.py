@@ -12,7 +12,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipelines.io import storage
+from pxflow.pipelines.io import storage
 
 
 def _jpeg(image: np.ndarray) -> bytes:
@@ -80,7 +80,7 @@ def coco_bbox_map(objects: list[dict[str, Any]], annotations: Path) -> float:
     """bbox mAP@[.5:.95] of ``objects`` rows, computed as everywhere else (:mod:`pipelines.evaluation`)."""
     from collections import defaultdict
 
-    from pipelines.evaluation import coco_eval, detections_from_boxes, load_coco
+    from pxflow.pipelines.evaluation import coco_eval, detections_from_boxes, load_coco
 
     boxes_by_image: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in objects:

@@ -35,7 +35,7 @@ def build_models() -> dict[str, str]:
 
 
 def make_pipeline(**config):
-    from pipelines.registry import create_pipeline
+    from pxflow.pipelines.registry import create_pipeline
 
     models = build_models()
     base = {

@@ -7,11 +7,11 @@ from collections import Counter
 
 import pytest
 
-from flows.cli import main as cli_main
-from pipelines.io import storage
-from pipelines.io.manifest import iter_input_uris
-from tasks.annotate_shard import TransientShardError, run_shard
-from tasks.shards import plan_shards
+from pxflow.flows.cli import main as cli_main
+from pxflow.pipelines.io import storage
+from pxflow.pipelines.io.manifest import iter_input_uris
+from pxflow.tasks.annotate_shard import TransientShardError, run_shard
+from pxflow.tasks.shards import plan_shards
 from tests.annotate_helpers import bad_inputs, coco_bbox_map, read_json, read_table, upload_dir
 from tests.conftest import COCO_MINI, PICODET_ONNX
 
@@ -19,7 +19,7 @@ REFERENCE_MAP = 0.279  # ../shared/README.md: PicoDet-XS on coco_val_mini, also 
 
 
 def _job(output: str, threshold=0.3):
-    from flows.annotate import prepare_job
+    from pxflow.flows.annotate import prepare_job
 
     return prepare_job(output, model_dir=str(PICODET_ONNX), threshold=threshold, download_workers=4)
 
@@ -119,7 +119,7 @@ def test_transient_download_failures_retry_the_shard_then_record_errors(s3_serve
 
 
 def test_manifest_input_with_thread_runner(prefect_server, tmp_path, shared_dir):
-    from flows.annotate import annotate
+    from pxflow.flows.annotate import annotate
 
     names = sorted(p.name for p in (COCO_MINI / "images").iterdir())[:4]
     manifest = tmp_path / "inputs.csv"
@@ -135,8 +135,8 @@ def test_manifest_input_with_thread_runner(prefect_server, tmp_path, shared_dir)
 
 @pytest.mark.slow
 def test_dask_local_cluster_loads_the_model_once_per_worker_process(prefect_server, tmp_path, shared_dir):
-    from flows.annotate import annotate
-    from pipelines.registry import create_pipeline
+    from pxflow.flows.annotate import annotate
+    from pxflow.pipelines.registry import create_pipeline
 
     names = sorted(p.name for p in (COCO_MINI / "images").iterdir())[:12]
     src = tmp_path / "in"

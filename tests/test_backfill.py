@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from flows.backfill import date_partitions, parse_day
-from flows.cli import main as cli_main
+from pxflow.flows.backfill import date_partitions, parse_day
+from pxflow.flows.cli import main as cli_main
 from tests.annotate_helpers import read_table
 from tests.conftest import COCO_MINI, PICODET_ONNX
 
@@ -44,7 +44,7 @@ def test_backfill_annotates_partitions_in_range_and_skips_done_ones(prefect_serv
     assert set(objects.column("dt").to_pylist()) == {"2024-01-01", "2024-01-02"}
     assert '"annotated"' in capsys.readouterr().out  # the CLI prints the backfill summary
 
-    from flows.backfill import backfill
+    from pxflow.flows.backfill import backfill
 
     again = backfill(input=str(src), output=str(out), start="2024-01-01", end="2024-01-02",
                      model_dir=str(PICODET_ONNX), threshold=0.3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.ops.boxes import class_aware_nms, clip_boxes, filter_by_threshold, label_for, parse_threshold, split_by_counts
+from pxflow.pipelines.ops.boxes import class_aware_nms, clip_boxes, filter_by_threshold, label_for, parse_threshold, split_by_counts
 
 ROWS = np.array(
     [

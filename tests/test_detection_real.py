@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import yaml
 
-from pipelines import create_pipeline
-from pipelines.evaluation import coco_eval, detections_from_boxes, load_coco
+from pxflow.pipelines import create_pipeline
+from pxflow.pipelines.evaluation import coco_eval, detections_from_boxes, load_coco
 from tests.s3_server import free_port
 from tests.conftest import COCO_MINI, LEGACY_MODEL, PICODET_ONNX, PICODET_PADDLE, require_shared
 
@@ -26,7 +26,7 @@ EXPECTED_MAP = 0.279  # measured by PaddleX 3.7.2 on the same model and images (
 
 def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "flows", *args], capture_output=True, text=True, cwd=cwd, timeout=600
+        [sys.executable, "-m", "pxflow.flows", *args], capture_output=True, text=True, cwd=cwd, timeout=600
     )
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipelines import create_pipeline
-from pipelines.io import storage
+from pxflow.pipelines import create_pipeline
+from pxflow.pipelines.io import storage
 from tests.conftest import COCO_MINI, PICODET_ONNX, require_shared
 
 

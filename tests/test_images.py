@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.io.errors import InputError
-from pipelines.io.images import decode_image
+from pxflow.pipelines.io.errors import InputError
+from pxflow.pipelines.io.images import decode_image
 
 
 def _jpeg(img_bgr: np.ndarray, **kwargs) -> bytes:

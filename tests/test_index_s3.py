@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.io import storage
-from pipelines.retrieval import IndexData, build_index, remove_index
+from pxflow.pipelines.io import storage
+from pxflow.pipelines.retrieval import IndexData, build_index, remove_index
 from tests.test_retrieval import clustered
 
 

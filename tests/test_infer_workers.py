@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines import create_pipeline
+from pxflow.pipelines import create_pipeline
 from tests.conftest import COCO_MINI, PICODET_ONNX, PICODET_PADDLE, require_shared
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.annotate import annotate
+from pxflow.flows.annotate import annotate
 from tests.annotate_helpers import read_table
 from tests.conftest import COCO_MINI, PICODET_ONNX, ROOT
 
@@ -33,7 +33,7 @@ def test_killed_worker_then_rerun_gives_the_uninterrupted_rows(prefect_server, t
     params = dict(model_dir=str(PICODET_ONNX), threshold=0.3, shard_size=SHARD_SIZE)
 
     killed_out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "flows", "annotate", "--input", str(src), "--output", str(killed_out),
+    cmd = [sys.executable, "-m", "pxflow.flows", "annotate", "--input", str(src), "--output", str(killed_out),
            "--model_dir", str(PICODET_ONNX), "--threshold", "0.3", "--shard-size", str(SHARD_SIZE),
            "--workers", "1", "--no-progress"]
     log = open(tmp_path / "worker.log", "wb")

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from pycocotools import mask as mask_utils
 
-from pipelines.ops import masks as M
+from pxflow.pipelines.ops import masks as M
 from tests.conftest import COCO_MINI, require_shared
 from tests.seg_models import seg_models  # noqa: F401  (fixture)
 
@@ -87,17 +87,17 @@ def _uncompressed_counts(mask: np.ndarray) -> list[int]:
 @pytest.fixture(scope="module")
 def coco_gt():
     require_shared()
-    from pipelines.evaluation import load_coco
+    from pxflow.pipelines.evaluation import load_coco
 
     return load_coco(str(COCO_MINI / "instances_val2017.json"))
 
 
 def test_oracle_scores_mask_ap_one_through_our_rle_path(coco_gt, seg_models, tmp_path):
     """GT polygons rasterised by pycocotools -> our postprocessing -> result JSON RLE -> COCOeval segm AP 1.0."""
-    from pipelines.evaluation import coco_eval
+    from pxflow.pipelines.evaluation import coco_eval
 
-    from pipelines.instance_segmentation.model import InstanceSegModel, RawInstances
-    from pipelines.instance_segmentation.result import InstanceSegResult
+    from pxflow.pipelines.instance_segmentation.model import InstanceSegModel, RawInstances
+    from pxflow.pipelines.instance_segmentation.result import InstanceSegResult
 
     model = InstanceSegModel(model_dir=seg_models["maskbox"], backend="paddle", threshold=0.5)
     detections, rows_for_parquet, dense_by_row = [], [], []

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import yaml
 
-from flows.cli.predict import main as cli_main
-from pipelines.ops.masks import box_mask, decode_rle
-from pipelines.registry import create_pipeline
+from pxflow.flows.cli.predict import main as cli_main
+from pxflow.pipelines.ops.masks import box_mask, decode_rle
+from pxflow.pipelines.registry import create_pipeline
 from tests.conftest import COCO_MINI, PICODET_PADDLE, require_shared
 from tests.seg_models import build_script, seg_images, seg_models  # noqa: F401  (fixtures)
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import yaml
 
-from flows.cli import main as pxflow
-from pipelines.ops.preprocess import CropImage, NormalizeImage, Preprocessor, ResizeImage, Sample, from_transform_ops
-from pipelines.pp_shitu_v2 import FeatureModel
-from pipelines.retrieval import IndexData, build_index
+from pxflow.flows.cli import main as pxflow
+from pxflow.pipelines.ops.preprocess import CropImage, NormalizeImage, Preprocessor, ResizeImage, Sample, from_transform_ops
+from pxflow.pipelines.pp_shitu_v2 import FeatureModel
+from pxflow.pipelines.retrieval import IndexData, build_index
 from tests.shitu_models import make_pipeline, shitu_models, shitu_pipeline  # noqa: F401 (fixtures)
 
 WHITE = (255, 255, 255)

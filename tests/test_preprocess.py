@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipelines.ops.preprocess import (
+from pxflow.pipelines.ops.preprocess import (
     NormalizeImage,
     Pad,
     PadStride,

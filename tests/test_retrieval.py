@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipelines.retrieval import (
+from pxflow.pipelines.retrieval import (
     ID_MAP_FILE,
     META_FILE,
     VECTOR_FILE,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pipelines.io import storage
+from pxflow.pipelines.io import storage
 from tests.annotate_helpers import read_table
 from tests.conftest import COCO_MINI, PICODET_ONNX
 
@@ -24,7 +24,7 @@ def no_aws_env(monkeypatch):
 def test_annotate_reads_s3_through_a_secret_block(s3_server, prefect_server, shared_dir, tmp_path, no_aws_env):
     from prefect.blocks.system import Secret
 
-    from flows.annotate import annotate
+    from pxflow.flows.annotate import annotate
 
     prefix = s3_server.unique_prefix("block-input")
     images = sorted((COCO_MINI / "images").glob("*.jpg"))[:3]

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
-from pipelines.results import ErrorResult
-from pipelines.results.base import BaseResult
-from tasks.rows import IMAGES_SCHEMA, OBJECTS_SCHEMA, RowBuilder, object_records, summarize
-from tasks.shards import OutputLayout, plan_shards, run_key, shard_id
+from pxflow.pipelines.results import ErrorResult
+from pxflow.pipelines.results.base import BaseResult
+from pxflow.tasks.rows import IMAGES_SCHEMA, OBJECTS_SCHEMA, RowBuilder, object_records, summarize
+from pxflow.tasks.shards import OutputLayout, plan_shards, run_key, shard_id
 
 URIS = [f"s3://b/images/{i:05d}.jpg" for i in range(23)]
 
@@ -96,7 +96,7 @@ def test_detection_rows_and_error_rows():
 def test_instance_segmentation_masks_become_full_frame_rle():
     mask = np.zeros((20, 30), bool)
     mask[5:10, 3:13] = True
-    from pipelines.instance_segmentation.result import InstanceSegResult
+    from pxflow.pipelines.instance_segmentation.result import InstanceSegResult
 
     res = InstanceSegResult({"boxes": [{"cls_id": 1, "label": "x", "score": 0.8, "coordinate": [3, 5, 13, 10]}],
                              "masks": np.stack([mask])}, np.zeros((20, 30, 3), np.uint8))
@@ -114,7 +114,7 @@ def test_shitu_and_sam_results_fill_their_nullable_columns():
     assert rec["rec_score"] == pytest.approx(0.87)
     assert (rec["index_name"], rec["index_version"]) == ("drinks", "v000002")
 
-    from pipelines.open_vocabulary_segmentation.result import SamSegResult
+    from pxflow.pipelines.open_vocabulary_segmentation.result import SamSegResult
 
     mask = np.zeros((10, 10), np.uint8)
     mask[2:6, 4:9] = 1

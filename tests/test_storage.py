@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.io import storage
-from pipelines.io.errors import InputError
-from pipelines.io.manifest import iter_input_uris, iter_manifest
+from pxflow.pipelines.io import storage
+from pxflow.pipelines.io.errors import InputError
+from pxflow.pipelines.io.manifest import iter_input_uris, iter_manifest
 
 
 def put(uri: str, data: bytes = b"x") -> None:

@@ -14,9 +14,9 @@ import sys
 
 #: subcommand -> module with a ``main(argv) -> int``
 SUBCOMMANDS = {
-    "annotate": "flows.cli.annotate",
-    "backfill": "flows.cli.annotate",
-    "index": "flows.cli.index",
+    "annotate": "pxflow.flows.cli.annotate",
+    "backfill": "pxflow.flows.cli.annotate",
+    "index": "pxflow.flows.cli.index",
 }
 
 

@@ -110,8 +110,8 @@ def main(argv: list[str]) -> int:
         build_parser(command).error("--shard-size must be >= 1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-    from flows.annotate import annotate, set_progress_callback
-    from flows.backfill import backfill
+    from pxflow.flows.annotate import annotate, set_progress_callback
+    from pxflow.flows.backfill import backfill
 
     params = flow_parameters(args)
     progress = _Progress(args.no_progress)

@@ -64,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _feature_model(args: argparse.Namespace):
-    from pipelines.config import load_config
-    from pipelines.pp_shitu_v2.feature_model import FeatureModel
+    from pxflow.pipelines.config import load_config
+    from pxflow.pipelines.pp_shitu_v2.feature_model import FeatureModel
 
     config = load_config(args.pipeline)
     sub = dict((config.get("SubModules") or {}).get("Recognition") or {})
@@ -78,7 +78,7 @@ def _feature_model(args: argparse.Namespace):
 
 
 def _embed(args: argparse.Namespace):
-    from pipelines.pp_shitu_v2.gallery import embed_gallery
+    from pxflow.pipelines.pp_shitu_v2.gallery import embed_gallery
 
     model, px = _feature_model(args)
     features, labels, skipped = embed_gallery(
@@ -109,7 +109,7 @@ def summary(data: Any) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv[1:] if argv and argv[0] == "index" else argv)
-    from pipelines.retrieval import IndexData, IndexFormatError, append_index, build_index, compact_index, remove_index
+    from pxflow.pipelines.retrieval import IndexData, IndexFormatError, append_index, build_index, compact_index, remove_index
 
     skipped: list = []
     try:
@@ -125,7 +125,7 @@ def main(argv: list[str]) -> int:
         elif args.action == "remove":
             ids = [int(v) for v in args.ids.split(",") if v.strip()] if args.ids else []
             if args.ids_file:
-                from pipelines.retrieval.builder import read_ids
+                from pxflow.pipelines.retrieval.builder import read_ids
 
                 ids += read_ids(args.ids_file)
             if not ids and not args.label:

@@ -77,8 +77,8 @@ def main(argv: list[str]) -> int:
     if not args.pipeline or not args.input:
         build_parser().error("--pipeline and --input are required (or --get_pipeline_config NAME)")
 
-    from pipelines.config import load_config
-    from pipelines.registry import pipeline_class
+    from pxflow.pipelines.config import load_config
+    from pxflow.pipelines.registry import pipeline_class
 
     config = load_config(args.pipeline)
     if args.model_dir:
@@ -123,7 +123,7 @@ def main(argv: list[str]) -> int:
 
 
 def write_pipeline_config(name: str, save_path: str | None) -> int:
-    from pipelines.config import builtin_config_path
+    from pxflow.pipelines.config import builtin_config_path
 
     try:
         source = builtin_config_path(name)
