@@ -87,10 +87,11 @@ def raw_loop(paths: list[Path], model_dir: str, backend: str) -> dict:
 
 def run_annotate(src: Path, out: Path, model_dir: str, backend: str, shard_size: int, concurrency: int) -> dict:
     from pxflow.flows.annotate import annotate
+    from pxflow.flows.options import AnnotateOptions
 
     start = time.perf_counter()
-    result = annotate(input=str(src), output=str(out), model_dir=model_dir, backend=backend, threshold=0.5,
-                      shard_size=shard_size, concurrency=concurrency)
+    options = AnnotateOptions(model_dir=model_dir, backend=backend, threshold=0.5, shard_size=shard_size, concurrency=concurrency)
+    result = annotate(input=str(src), output=str(out), options=options)
     seconds = time.perf_counter() - start
     assert result["complete"], result
     return {"images": result["rows_images"], "seconds": round(seconds, 3),

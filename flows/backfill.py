@@ -15,16 +15,15 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from pxflow.pipelines.io import storage
 from pxflow.pipelines.io.uri import join_uri
 from pxflow.tasks.annotate_shard import read_marker
-from pxflow.tasks.shards import DEFAULT_SHARD_SIZE, OutputLayout
+from pxflow.tasks.credentials import storage_for
+from pxflow.tasks.shards import OutputLayout
 
-from .annotate import DEFAULT_DOWNLOAD_WORKERS, annotate, prepare_job
+from .annotate import annotate, job_for
+from .options import AnnotateOptions
 
 PARTITION = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
-
-
 RELATIVE_DAY = re.compile(r"^today(?:-(\d+))?$")
 
 
@@ -40,13 +39,13 @@ def parse_day(text: str, today: dt.date | None = None) -> dt.date:
     return dt.date.fromisoformat(text)
 
 
-def date_partitions(prefix: str, start: str, end: str) -> list[str]:
+def date_partitions(prefix: str, start: str, end: str, storage=None) -> list[str]:
     """Names of the ``dt=YYYY-MM-DD`` children of ``prefix`` with ``start <= date <= end``, sorted."""
     first, last = parse_day(start), parse_day(end)
     if last < first:
         raise ValueError(f"end {end} is before start {start}")
     out = []
-    for name in storage.list_children(prefix):
+    for name in (storage or storage_for(None)).list_children(prefix):
         match = PARTITION.match(name)
         if match and first <= dt.date.fromisoformat(match.group(1)) <= last:
             out.append(name)
@@ -54,43 +53,23 @@ def date_partitions(prefix: str, start: str, end: str) -> list[str]:
 
 
 @flow(name="backfill", log_prints=True)
-def backfill(
-    input: str,
-    output: str,
-    start: str,
-    end: str,
-    pipeline: str = "object_detection",
-    shard_size: int = DEFAULT_SHARD_SIZE,
-    concurrency: int = 2,
-    runner: str = "thread",
-    force: bool = False,
-    model_dir: str | None = None,
-    threshold: float | dict | None = None,
-    backend: str | None = None,
-    predict_kwargs: dict | None = None,
-    download_workers: int = DEFAULT_DOWNLOAD_WORKERS,
-    dask_address: str | None = None,
-    s3_block: str | None = None,
-) -> dict[str, Any]:
+def backfill(input: str, output: str, start: str, end: str, options: AnnotateOptions | None = None) -> dict[str, Any]:
     """Annotate every date partition of ``input`` in ``[start, end]``; skip partitions already complete."""
+    options = options or AnnotateOptions()
     logger = get_run_logger()
-    partitions = date_partitions(input, start, end)
+    storage = storage_for(options.s3_block)
+    partitions = date_partitions(input, start, end, storage)
     logger.info("%d partition(s) between %s and %s under %s", len(partitions), start, end, input)
     done, ran, failed = [], [], []
-    key = prepare_job(output, pipeline, model_dir, threshold, backend, predict_kwargs).run_key if partitions else ""
+    key = job_for(output, options).run_key if partitions else ""
     for name in partitions:
         layout = OutputLayout(output, key, name)
-        previous = None if force else read_marker(layout.manifest_uri())
+        previous = None if options.force else read_marker(layout.manifest_uri(), storage)
         if previous and previous.get("complete"):
             logger.info("partition %s already complete (%d images); skipped", name, previous["rows_images"])
             done.append(name)
             continue
-        state = annotate(
-            input=join_uri(input, name), output=output, pipeline=pipeline, shard_size=shard_size,
-            concurrency=concurrency, runner=runner, force=force, model_dir=model_dir, threshold=threshold,
-            backend=backend, predict_kwargs=predict_kwargs, partition=name, download_workers=download_workers,
-            dask_address=dask_address, s3_block=s3_block, return_state=True,
-        )
+        state = annotate(input=join_uri(input, name), output=output, options=options, partition=name, return_state=True)
         (ran if state.is_completed() else failed).append(name)
     summary = {"partitions": partitions, "skipped": done, "annotated": ran, "failed": failed}
     if failed:

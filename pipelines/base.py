@@ -1,7 +1,7 @@
 """The pipeline base class: the ``predict()`` generator every pipeline shares.
 
 ``predict`` expands inputs lazily, loads and preprocesses them ahead of the
-model in a thread pool (:func:`pipelines.engine.prefetch_map`), runs batches of
+model in a thread pool (:func:`pxflow.pipelines.prefetch.prefetch_map`), runs batches of
 ``batch_size`` and yields one result per input, in input order. With
 ``Pxflow.infer_workers > 1`` that many batches run at once (their
 ``run_batch`` must then be thread-safe; the default, 1, runs them inline).
@@ -20,12 +20,14 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from .config import dump_config
-from .engine import batched, prefetch_map
 from .io.errors import InputError
 from .io.inputs import InputItem, iter_inputs
 from .models.backends import default_threads
+from .predictors.base import PipelineIdentity, submodule
+from .predictors.registry import create_predictor, section_identity
+from .prefetch import batched, prefetch_map
 from .results import BaseResult, ErrorResult
+from .settings import PxflowSettings
 
 
 @dataclass
@@ -39,21 +41,58 @@ class Prepared:
 
 
 class BasePipeline(ABC):
-    """Subclasses implement :meth:`prepare` (per image, in worker threads) and :meth:`run_batch`."""
+    """Subclasses implement :meth:`prepare` (per image, in worker threads) and :meth:`run_batch`.
+
+    Class attributes describe the pipeline to the rest of pxflow without loading it:
+    :attr:`result_class` (what ``predict()`` yields; it owns the table records),
+    :attr:`submodules` (its ``SubModules`` keys and their default predictor types) and
+    :attr:`primary_submodule` (what ``--model-dir`` overrides).
+    """
 
     pipeline_name: str = ""
+    #: the result class ``predict()`` yields for a good input
+    result_class: type[BaseResult] = BaseResult
+    #: ``SubModules`` key -> the PaddleX ``module_name`` used when the section names none
+    submodules: dict[str, str] = {}
+    #: the ``SubModules`` key a bare ``model_dir`` override means (None: ambiguous, name one)
+    primary_submodule: str | None = None
 
     def __init__(self, config: dict[str, Any], device: str | None = None) -> None:
         self.config = config
         self.device = device or config.get("device") or "cpu"
-        px = config.get("Pxflow") or {}
-        self.load_workers = int(px.get("load_workers", 2))
-        self.prefetch = int(px.get("prefetch", 8))
+        settings = PxflowSettings.from_mapping(config.get("Pxflow"))
         # Concurrent single-threaded runs beat one multi-threaded run on small models (BENCHMARKS.md,
         # Detection): no intra-op sync or spinning. Split the cores between them unless told otherwise.
-        self.infer_workers = max(1, int(px.get("infer_workers") or 1))
-        if self.infer_workers > 1 and px.get("cpu_threads") is None and "Pxflow" in config:
-            px["cpu_threads"] = max(1, default_threads() // self.infer_workers)
+        if settings.infer_workers > 1 and settings.cpu_threads is None:
+            settings = settings.replace(cpu_threads=max(1, default_threads() // settings.infer_workers))
+        self.settings = settings
+        self.load_workers = settings.load_workers
+        self.prefetch = settings.prefetch
+        self.infer_workers = settings.infer_workers
+
+    # -- what the pipeline is, without loading it --------------------------------------------
+    @classmethod
+    def identity(cls, config: dict[str, Any], options: dict[str, Any] | None = None) -> PipelineIdentity:
+        """Every model this config will use with these ``predict`` options, by checksum; nothing is loaded.
+
+        The default covers each of :attr:`submodules` present in the config; pipelines
+        whose models depend on the options (SAM's prompt type) or that chain another
+        pipeline override it.
+        """
+        subs = config.get("SubModules") or {}
+        return PipelineIdentity(
+            tuple(section_identity(subs[role], role, module) for role, module in cls.submodules.items() if subs.get(role))
+        )
+
+    @classmethod
+    def model_dir_target(cls, config: dict[str, Any], options: dict[str, Any] | None = None) -> str:
+        """The ``SubModules`` key a bare ``model_dir`` override applies to."""
+        if cls.primary_submodule is None:
+            raise ValueError(
+                f"{cls.pipeline_name} has several models ({sorted(cls.submodules)}): "
+                "set SubModules.<name>.model_dir in the config instead of a bare model_dir"
+            )
+        return cls.primary_submodule
 
     # -- subclass hooks ---------------------------------------------------------------
     @property
@@ -61,8 +100,11 @@ class BasePipeline(ABC):
     def batch_size(self) -> int:
         """How many prepared inputs :meth:`run_batch` takes at once."""
 
-    def prepare(self, image: np.ndarray, **kwargs: Any) -> Any:
-        """Per-image work that can run in a loader thread (preprocessing); returns the payload."""
+    def prepare(self, image: np.ndarray, item: InputItem, **kwargs: Any) -> Any:
+        """Per-image work that can run in a loader thread (preprocessing); returns the payload.
+
+        ``item.options`` holds per-input options (a manifest column such as a SAM prompt).
+        """
         return None
 
     @abstractmethod
@@ -74,8 +116,12 @@ class BasePipeline(ABC):
         return kwargs
 
     # -- the shared loop ---------------------------------------------------------------
-    def predict(self, input: Any, on_error: str = "yield", **kwargs: Any) -> Iterator[BaseResult]:
-        """Yield one result per input image, in order. See the module docstring."""
+    def predict(self, input: Any, on_error: str = "yield", storage: Any = None, **kwargs: Any) -> Iterator[BaseResult]:
+        """Yield one result per input image, in order. See the module docstring.
+
+        ``storage`` (a :class:`pxflow.pipelines.io.storage.Storage`) reads the inputs; None
+        uses the one configured from the environment.
+        """
         if on_error not in ("yield", "raise"):
             raise ValueError("on_error must be 'yield' or 'raise'")
         kwargs = self.validate_kwargs(**kwargs)
@@ -84,7 +130,7 @@ class BasePipeline(ABC):
         def load(item: InputItem) -> Prepared:
             index = next(counter)
             image = item.load()
-            return Prepared(item, index, image, self.prepare(image, **kwargs))
+            return Prepared(item, index, image, self.prepare(image, item, **kwargs))
 
         def run_group(group: list) -> list[BaseResult]:
             ready: list[Prepared] = []
@@ -95,9 +141,13 @@ class BasePipeline(ABC):
                 else:
                     ready.append(prepared)
             results = iter(self._run_isolating_failures(ready, on_error, **kwargs))
-            return [outcome.get(slot) or next(results) for slot in range(len(group))]
+            out = [outcome.get(slot) or next(results) for slot in range(len(group))]
+            for (item, _, _), result in zip(group, out):
+                if item.page_index is not None:  # a PDF page: the result says which
+                    result.data["page_index"] = item.page_index
+            return out
 
-        loaded = prefetch_map(load, iter_inputs(input), workers=self.load_workers, window=self.prefetch)
+        loaded = prefetch_map(load, iter_inputs(input, storage), workers=self.load_workers, window=self.prefetch)
         # infer_workers > 1: batches run concurrently (results still in input order); 1: inline, as before.
         workers = self.infer_workers if self.infer_workers > 1 else 0
         position = 0
@@ -138,6 +188,26 @@ class BasePipeline(ABC):
             return ErrorResult(item.uri, "unsupported_format", str(error), index)
         return ErrorResult(item.uri, "decode_failed", f"{type(error).__name__}: {error}", index)
 
-    # -- conveniences ------------------------------------------------------------------
-    def export_config(self) -> str:
-        return dump_config(self.config)
+
+class SinglePredictorPipeline(BasePipeline):
+    """A pipeline around one predictor, its :attr:`primary_submodule` (detection, instance segmentation, a classifier).
+
+    Composition, not a sibling's inheritance: the predictor is built from the registry
+    (``module_name`` of the section, else :attr:`default_module`), preprocesses in the
+    loader threads and sets the batch size. Subclasses write :meth:`run_batch`.
+    """
+
+    #: the PaddleX ``module_name`` used when the primary section names none
+    default_module: str = ""
+
+    def __init__(self, config: dict[str, Any], device: str | None = None) -> None:
+        super().__init__(config, device)
+        section = submodule(config, self.primary_submodule)
+        self.model = create_predictor(section, self.settings, self.device, self.default_module)
+
+    @property
+    def batch_size(self) -> int:
+        return self.model.batch_size
+
+    def prepare(self, image: np.ndarray, item: InputItem, **kwargs: Any) -> Any:
+        return self.model.preprocess(image)

@@ -1,44 +1,137 @@
-"""Pipeline names -> implementing classes, imported lazily so that each pipeline's deps load on use."""
+"""Pipeline names -> implementing classes, imported lazily so that each pipeline's deps load on use.
+
+Adding a pipeline is adding a folder (``pipeline.py`` + its result class) and one registration:
+an entry here, :func:`register_pipeline` at run time, or an entry point in the
+``pxflow.pipelines`` group of any installed package (``name = "package.module:Class"``),
+which every worker process finds on its own.
+"""
 
 from __future__ import annotations
 
 import importlib
+from importlib import metadata
 from typing import Any
 
 from .config import load_config
 
-#: pipeline_name -> "module:Class"
-PIPELINES: dict[str, str] = {
+#: pipeline_name -> "module:Class" (or the class itself, once registered at run time)
+PIPELINES: dict[str, Any] = {
     "object_detection": "pxflow.pipelines.object_detection.pipeline:ObjectDetectionPipeline",
     "small_object_detection": "pxflow.pipelines.small_object_detection.pipeline:SmallObjectDetectionPipeline",
     "instance_segmentation": "pxflow.pipelines.instance_segmentation.pipeline:InstanceSegmentationPipeline",
     "open_vocabulary_segmentation": "pxflow.pipelines.open_vocabulary_segmentation.pipeline:OpenVocabularySegmentationPipeline",
-    "PP-ShiTuV2": "pipelines.pp_shitu_v2.pipeline:ShiTuV2Pipeline",
+    "PP-ShiTuV2": "pxflow.pipelines.pp_shitu_v2.pipeline:ShiTuV2Pipeline",
 }
+ENTRY_POINT_GROUP = "pxflow.pipelines"
+
+
+def register_pipeline(name: str, target: Any) -> None:
+    """Make ``pipeline_name: name`` resolve to ``target`` (a pipeline class or ``"package.module:Class"``)."""
+    PIPELINES[name] = target
+
+
+def pipeline_names() -> list[str]:
+    """Every registered pipeline name, installed plug-ins included."""
+    _load_entry_points()
+    return sorted(PIPELINES)
+
+
+def _load_entry_points() -> None:
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        PIPELINES.setdefault(ep.name, ep.value)
 
 
 def pipeline_class(name: str):
+    """The class registered for ``pipeline_name``; a clear error listing the known names otherwise."""
+    if name not in PIPELINES:
+        _load_entry_points()
     try:
         target = PIPELINES[name]
     except KeyError:
         raise ValueError(f"unknown pipeline_name {name!r}; available: {sorted(PIPELINES)}") from None
-    module, _, cls = target.partition(":")
-    return getattr(importlib.import_module(module), cls)
+    if isinstance(target, str):
+        module, _, cls = target.partition(":")
+        target = getattr(importlib.import_module(module), cls)
+    return target
 
 
 def create_pipeline(
     pipeline: str | None = None,
-    config: dict[str, Any] | None = None,
+    config: "dict[str, Any] | str | None" = None,
     device: str | None = None,
+    pp_option: Any = None,
+    use_hpip: bool | None = None,
+    hpi_config: "dict[str, Any] | None" = None,
+    *,
+    pipeline_name: str | None = None,
+    index: Any = None,
+    enable_hpi: bool | None = None,
+    hpi_params: "dict[str, Any] | None" = None,
     **overrides: Any,
 ):
-    """PaddleX's ``create_pipeline``: a pipeline name or YAML path, and/or a config dict.
+    """PaddleX's ``create_pipeline(pipeline, config, device, pp_option, use_hpip, hpi_config)``.
 
-    Extra keyword arguments override the ``Pxflow`` section (``backend``,
-    ``cpu_threads``, ``load_workers``, ``prefetch`` ...).
+    - ``pipeline``: a pipeline name or YAML path; ``pipeline_name=`` is PaddleX 2.x/3.0-beta's spelling
+      of it. ``config``: a dict merged over that YAML, or a YAML path. Either may use PaddleX
+      3.0-beta's ``Global`` + ``Pipeline`` layout (:func:`pxflow.pipelines.config.load_config`).
+    - ``device``: ``cpu``, ``gpu``, ``gpu:N`` (``gpu:1,2`` uses the first); other devices fail here
+      (:func:`pxflow.pipelines.models.backends.parse_device`).
+    - ``index`` (PP-ShiTuV2): the index directory or ``IndexData`` the pipeline searches by default.
+    - ``use_hpip`` / ``enable_hpi`` (PaddleOCR's spelling) / ``hpi_config`` / ``hpi_params``: there is no
+      high-performance plugin; a ``UserWarning`` says what pxflow does instead (the ``auto`` backend,
+      which prefers ONNX Runtime; :func:`~pxflow.pipelines.models.backends.hpi_substitute`).
+    - ``pp_option``: mapped where pxflow has an equivalent, with a warning
+      (:func:`~pxflow.pipelines.models.backends.pp_option_overrides`).
+    - Any other keyword must name a ``Pxflow`` setting (``backend``, ``cpu_threads``, ``load_workers``,
+      ``prefetch``, ``infer_workers`` ...; :class:`pxflow.pipelines.settings.PxflowSettings`) and
+      overrides it; anything else is a ``TypeError`` naming it.
     """
+    import warnings
+
+    from .models.backends import hpi_substitute, normalize_device, pp_option_overrides
+    from .settings import PxflowSettings
+
+    if pipeline_name is not None:
+        if pipeline is not None and pipeline != pipeline_name:
+            raise TypeError(f"create_pipeline() got both pipeline={pipeline!r} and pipeline_name={pipeline_name!r}")
+        pipeline = pipeline_name
+    known = set(PxflowSettings.field_names())
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(
+            f"create_pipeline() got unexpected keyword argument(s) {unknown}; it takes pipeline, config, device, "
+            f"pp_option, use_hpip, hpi_config, pipeline_name, index, and the Pxflow settings {sorted(known)}"
+        )
+    px = {k: v for k, v in overrides.items() if v is not None}
     merged = load_config(pipeline, config)
-    if overrides:
-        merged["Pxflow"].update({k: v for k, v in overrides.items() if v is not None})
+    if pp_option is not None:
+        mapped, message = pp_option_overrides(pp_option)
+        if device is None and "device" in mapped:
+            device = str(mapped["device"])
+        for key in ("backend", "cpu_threads"):
+            if key in mapped:
+                px.setdefault(key, mapped[key])
+        warnings.warn(message, UserWarning, stacklevel=2)
+    # PaddleX 3.x also reads use_hpip / hpi_config from the top of the config; the arguments win.
+    config_hpip, config_hpi = merged.pop("use_hpip", None), merged.pop("hpi_config", None)
+    hpip = next((v for v in (use_hpip, enable_hpi) if v is not None), config_hpip)
+    hpi = hpi_config if hpi_config is not None else hpi_params if hpi_params is not None else config_hpi
+    if hpip:
+        backend, message = hpi_substitute(hpi, px.get("backend") or merged["Pxflow"].get("backend"))
+        px["backend"] = backend
+        warnings.warn(message, UserWarning, stacklevel=2)
+    elif hpi:
+        warnings.warn("hpi_config is ignored: use_hpip is not set (and pxflow has no high-performance plugin)", UserWarning, stacklevel=2)
+    merged["Pxflow"].update(px)
+    if index is not None:
+        no_index = ("object_detection", "small_object_detection", "instance_segmentation", "open_vocabulary_segmentation")
+        if merged["pipeline_name"] in no_index:
+            raise TypeError(f"create_pipeline(index=...) applies to PP-ShiTuV2, not {merged['pipeline_name']}")
+        merged["index"] = index
+    device = device if device is not None else merged.get("device")
+    if device is not None:
+        device = normalize_device(device)  # an unsupported device fails here, before any model loads
+        if "device" in merged:
+            merged["device"] = device
     cls = pipeline_class(merged["pipeline_name"])
     return cls(merged, device=device)

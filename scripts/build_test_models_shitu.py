@@ -27,6 +27,7 @@ directory once per session; the binaries are never committed.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -188,8 +189,14 @@ def build_models(out_dir: str) -> dict[str, str]:
     return {"det": det_dir, "rec": rec_dir}
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: build_test_models_shitu.py OUT_DIR")
-    for kind, path in build_models(sys.argv[1]).items():
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("out", help="directory to write PP-ShiTuV2_det/ and PP-ShiTuV2_rec/ into")
+    args = p.parse_args(argv)
+    for kind, path in build_models(args.out).items():
         print(f"{kind}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

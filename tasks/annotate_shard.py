@@ -10,24 +10,22 @@ either nothing that counts or whole files that the rerun overwrites under the
 same names: no loss, no duplicate rows.
 
 Downloads, decoding and preprocessing run ahead of the model in the
-pipeline's own ``predict()`` loop (its loader threads); the items we pass it
-record what each download saw (etag, size, timings) for the ``images`` rows.
+pipeline's own ``predict()`` loop (its loader threads); each ``InputItem``
+records what its download saw (etag, size, timings) for the ``images`` rows.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-import numpy as np
-
-from pxflow.pipelines.io import storage
 from pxflow.pipelines.io.errors import InputError
-from pxflow.pipelines.io.images import decode_image
 from pxflow.pipelines.io.inputs import InputItem
+from pxflow.pipelines.io.storage import Storage
 
+from .credentials import storage_for
+from .job import AnnotateJob
 from .model_cache import get_pipeline, process_stats
 from .rows import RowBuilder, summarize
 from .shards import OutputLayout
@@ -39,48 +37,7 @@ class TransientShardError(RuntimeError):
     """Some downloads failed in a way that may pass on a retry (throttling, 5xx, dropped connections)."""
 
 
-@dataclass(frozen=True)
-class AnnotateJob:
-    """Everything a shard task needs besides its URIs; small and picklable (Dask ships it)."""
-
-    config: dict[str, Any]
-    predict_kwargs: dict[str, Any]
-    run_key: str
-    pipeline: str
-    model_name: str
-    model_sha256: str
-    output: str
-    partition: str | None = None
-    force: bool = False
-    s3: dict[str, Any] | None = None  # pipelines.io.storage.S3Settings fields, when not from the environment
-
-    @property
-    def layout(self) -> OutputLayout:
-        return OutputLayout(self.output, self.run_key, self.partition)
-
-
-@dataclass(frozen=True)
-class TrackedItem(InputItem):
-    """An input that records what its download saw, for the ``images`` row."""
-
-    meta: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
-
-    def load(self) -> np.ndarray:
-        assert self.uri is not None
-        start = time.perf_counter()
-        try:
-            data, info = storage.read_object(self.uri)
-        except InputError as exc:
-            self.meta["transient"] = exc.transient
-            raise
-        fetched = time.perf_counter()
-        self.meta.update(etag=info.etag, size_bytes=info.size, download_ms=(fetched - start) * 1e3)
-        image = decode_image(data, self.uri)
-        self.meta["decode_ms"] = (time.perf_counter() - fetched) * 1e3
-        return image
-
-
-def read_marker(uri: str) -> dict[str, Any] | None:
+def read_marker(uri: str, storage: Storage) -> dict[str, Any] | None:
     """The commit marker's summary, or None when the shard is not committed."""
     try:
         return json.loads(storage.read_bytes(uri))
@@ -90,7 +47,7 @@ def read_marker(uri: str) -> dict[str, Any] | None:
         raise
 
 
-def publish_parquet(table, uri: str, layout: OutputLayout) -> None:
+def publish_parquet(table, uri: str, layout: OutputLayout, storage: Storage) -> None:
     """Write ``table`` to a staging key, then move it to ``uri`` (readers never see a partial file)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -109,24 +66,31 @@ def publish_parquet(table, uri: str, layout: OutputLayout) -> None:
         raise
 
 
-def run_shard(job: AnnotateJob, shard_id: str, uris: Sequence[str], final_attempt: bool = True) -> dict[str, Any]:
-    """Annotate ``uris`` into the shard's Parquet files and commit; returns the shard summary."""
-    if job.s3:
-        storage.configure_s3(job.s3)
+def run_shard(
+    job: AnnotateJob, shard_id: str, uris: Sequence[str], final_attempt: bool = True,
+    options: Sequence[dict[str, Any] | None] | None = None,
+) -> dict[str, Any]:
+    """Annotate ``uris`` into the shard's Parquet files and commit; returns the shard summary.
+
+    ``options`` (one per URI, or None) are per-input predict options from the listing,
+    such as a manifest's SAM ``prompt`` column.
+    """
+    storage = storage_for(job.s3_block)
     layout = job.layout
     marker = layout.marker_uri(shard_id)
     if job.force:
         storage.delete(marker)  # uncommit first: a crash mid-recompute must not look done
     else:
-        done = read_marker(marker)
+        done = read_marker(marker, storage)
         if done is not None:
             return {**done, "skipped": True}
 
     started = time.perf_counter()
     pipeline = get_pipeline(job.config, job.model_sha256)
-    items = [TrackedItem(uri) for uri in uris]
+    per_input = options or [None] * len(uris)
+    items = [InputItem(uri, storage=storage, options=opts) for uri, opts in zip(uris, per_input, strict=True)]
     builder = RowBuilder(job.run_key, job.pipeline, job.model_name, job.model_sha256, shard_id)
-    results = pipeline.predict(items, **job.predict_kwargs)
+    results = pipeline.predict(items, storage=storage, **job.predict_kwargs)
     for item, result in zip(items, results, strict=True):
         builder.add(item.uri, result, item.meta)
     if not final_attempt and any(item.meta.get("transient") for item in items):
@@ -137,7 +101,7 @@ def run_shard(job: AnnotateJob, shard_id: str, uris: Sequence[str], final_attemp
     files = {}
     for table_name, table in (("objects", objects), ("images", images)):
         files[table_name] = layout.part_uri(table_name, shard_id)
-        publish_parquet(table, files[table_name], layout)
+        publish_parquet(table, files[table_name], layout, storage)
     summary = {
         "shard_id": shard_id,
         "run_key": job.run_key,
@@ -151,11 +115,13 @@ def run_shard(job: AnnotateJob, shard_id: str, uris: Sequence[str], final_attemp
     return {**summary, "skipped": False}
 
 
-def _annotate_shard(job: AnnotateJob, shard_id: str, shard_index: int, uris: list[str]) -> dict[str, Any]:
+def _annotate_shard(
+    job: AnnotateJob, shard_id: str, shard_index: int, uris: list[str], options: list[dict[str, Any] | None] | None = None
+) -> dict[str, Any]:
     from prefect.runtime import task_run
 
     final = (task_run.run_count or 1) > SHARD_RETRIES
-    summary = run_shard(job, shard_id, uris, final_attempt=final)
+    summary = run_shard(job, shard_id, uris, final_attempt=final, options=options)
     summary["shard_index"] = shard_index
     return summary
 

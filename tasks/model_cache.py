@@ -15,9 +15,8 @@ import hashlib
 import os
 import threading
 from collections import Counter
-from typing import Any, Iterator
+from typing import Any
 
-from pxflow.pipelines.models import load_model_spec, resolve_model_dir
 from pxflow.pipelines.registry import create_pipeline
 
 from .shards import canonical_json
@@ -26,44 +25,6 @@ _lock = threading.Lock()
 _pipelines: dict[str, Any] = {}
 #: how many times this process loaded each key (tests and the shard summaries read it)
 LOADS: Counter = Counter()
-
-
-def model_sections(config: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """``(path, section)`` for every model a pipeline config names (SubModules, nested SubPipelines)."""
-
-    def walk(node: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
-        if not isinstance(node, dict):
-            return
-        if ("model_dir" in node or "model_name" in node) and path:
-            yield path, node
-            return
-        for key in ("SubModules", "SubPipelines"):
-            for name, child in (node.get(key) or {}).items():
-                yield from walk(child, f"{path}.{name}" if path else name)
-
-    yield from walk(config, "")
-
-
-def model_identity(config: dict[str, Any]) -> tuple[str, str]:
-    """``(model_name, model_sha256)`` over every model of the pipeline.
-
-    A given ``model_dir`` names the model by its own ``inference.yml`` (the
-    config's default ``model_name`` may not match the files). Several models
-    are joined with ``+`` and their checksums hashed together in config order.
-    """
-    names: list[str] = []
-    sums: list[str] = []
-    for _, section in model_sections(config):
-        if not (section.get("model_dir") or section.get("model_name")):
-            continue
-        spec = load_model_spec(resolve_model_dir(section.get("model_name"), section.get("model_dir")))
-        names.append(spec.model_name if section.get("model_dir") else str(section.get("model_name")))
-        sums.append(spec.sha256())
-    if not sums:
-        raise ValueError("the pipeline config names no model (SubModules.*.model_name/model_dir)")
-    if len(sums) == 1:
-        return names[0], sums[0]
-    return "+".join(names), hashlib.sha256("\n".join(sums).encode()).hexdigest()
 
 
 def cache_key(config: dict[str, Any], model_sha256: str) -> str:

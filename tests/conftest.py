@@ -14,8 +14,8 @@ import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from tests.prefect_server import prefect_server  # noqa: E402,F401  (session fixture: ephemeral Prefect API)
-from tests.s3_server import s3_server  # noqa: E402,F401  (session fixture: real S3 server, weed mini)
+from tests.support.prefect_server import prefect_server  # noqa: E402,F401  (session fixture: ephemeral Prefect API)
+from tests.support.s3_server import s3_server  # noqa: E402,F401  (session fixture: real S3 server, weed mini)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("PXFLOW_SHARED_DIR", ROOT.parent / "shared")).resolve()

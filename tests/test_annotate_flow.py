@@ -8,18 +8,19 @@ from collections import Counter
 import pytest
 
 from pxflow.flows.cli import main as cli_main
+from pxflow.flows.options import AnnotateOptions
 from pxflow.pipelines.io import storage
 from pxflow.pipelines.io.manifest import iter_input_uris
 from pxflow.tasks.annotate_shard import TransientShardError, run_shard
 from pxflow.tasks.shards import plan_shards
-from tests.annotate_helpers import bad_inputs, coco_bbox_map, read_json, read_table, upload_dir
+from tests.support.annotate_helpers import bad_inputs, coco_bbox_map, read_json, read_table, upload_dir
 from tests.conftest import COCO_MINI, PICODET_ONNX
 
 REFERENCE_MAP = 0.279  # ../shared/README.md: PicoDet-XS on coco_val_mini, also what PaddleX 3.7.2 gets
 
 
 def _job(output: str, threshold=0.3):
-    from pxflow.flows.annotate import prepare_job
+    from pxflow.tasks.job import prepare_job
 
     return prepare_job(output, model_dir=str(PICODET_ONNX), threshold=threshold, download_workers=4)
 
@@ -54,11 +55,11 @@ def test_annotate_s3_map_every_input_one_row_resume_and_force(s3_server, prefect
     per_image = Counter(r["image_uri"] for r in objects)
     assert all(per_image[u] == row["num_objects"] for u, row in by_uri.items())
     assert len({(r["image_uri"], r["object_index"]) for r in objects}) == len(objects)
-    assert {r["model_name"] for r in objects} == {"PicoDet-XS"} and len({r["run_id"] for r in objects}) == 1
+    assert {r["model_name"] for r in objects} == {"PicoDet-XS"} and len({r["run_key"] for r in objects}) == 1
     coco_map = coco_bbox_map([r for r in objects if r["image_uri"] in set(coco)], COCO_MINI / "instances_val2017.json")
     assert abs(coco_map - REFERENCE_MAP) <= 0.005, coco_map
 
-    run_key = objects[0]["run_id"]
+    run_key = objects[0]["run_key"]
     manifest = read_json(f"{output}/_runs/run={run_key}/manifest.json")
     assert manifest["complete"] and manifest["listed_inputs"] == manifest["rows_images"] == len(expected)
     assert manifest["error_types"] == {"decode_failed": 2, "unsupported_format": 1, "too_large": 1}
@@ -98,22 +99,22 @@ def test_key_that_vanishes_after_listing_is_a_not_found_row(s3_server, tmp_path,
     assert rows[uris[0]]["status"] == rows[uris[2]]["status"] == "ok"
 
 
-def test_transient_download_failures_retry_the_shard_then_record_errors(s3_server, tmp_path, monkeypatch):
+def test_transient_download_failures_retry_the_shard_then_record_errors(s3_server, prefect_server, tmp_path, monkeypatch):
     from dataclasses import replace
 
-    from tests.s3_server import free_port
+    from prefect.blocks.system import Secret
+
+    from tests.support.s3_server import free_port
 
     monkeypatch.setattr(storage, "S3_MAX_ATTEMPTS", 1)
     monkeypatch.setattr(storage, "S3_READ_ATTEMPTS", 1)
-    job = replace(_job(str(tmp_path)), s3={"endpoint_url": f"http://127.0.0.1:{free_port()}"})  # S3 is down
+    Secret(value=json.dumps({"endpoint_url": f"http://127.0.0.1:{free_port()}"})).save("pxflow-s3-down", overwrite=True)
+    job = replace(_job(str(tmp_path)), s3_block="pxflow-s3-down")  # S3 is down (nothing listens there)
     uris = ["s3://pxflow-test/down/a.jpg", "s3://pxflow-test/down/b.jpg"]
-    try:
-        with pytest.raises(TransientShardError):
-            run_shard(job, "shardx", uris, final_attempt=False)
-        assert not storage.exists(job.layout.marker_uri("shardx"))  # not committed: the retry redoes it
-        summary = run_shard(job, "shardx", uris, final_attempt=True)
-    finally:
-        storage.configure_s3(None)
+    with pytest.raises(TransientShardError):
+        run_shard(job, "shardx", uris, final_attempt=False)
+    assert not storage.exists(job.layout.marker_uri("shardx"))  # not committed: the retry redoes it
+    summary = run_shard(job, "shardx", uris, final_attempt=True)
     assert summary["error_types"] == {"download_failed": 2}  # last attempt: accounted for, the run goes on
     assert storage.exists(job.layout.marker_uri("shardx"))
 
@@ -124,8 +125,8 @@ def test_manifest_input_with_thread_runner(prefect_server, tmp_path, shared_dir)
     names = sorted(p.name for p in (COCO_MINI / "images").iterdir())[:4]
     manifest = tmp_path / "inputs.csv"
     manifest.write_text("uri\n" + "".join(f"{COCO_MINI / 'images' / n}\n" for n in names) + "missing/nothing.jpg\n")
-    result = annotate(input=str(manifest), output=str(tmp_path / "out"), model_dir=str(PICODET_ONNX),
-                      threshold=0.3, shard_size=2, concurrency=2)
+    result = annotate(input=str(manifest), output=str(tmp_path / "out"), options=AnnotateOptions(
+        model_dir=str(PICODET_ONNX), threshold=0.3, shard_size=2, concurrency=2))
     assert result["complete"] and result["listed_inputs"] == 5 and result["shards_planned"] == 3
     assert result["error_types"] == {"not_found": 1}
     rows = read_table(str(tmp_path / "out" / "images")).to_pylist()
@@ -143,8 +144,8 @@ def test_dask_local_cluster_loads_the_model_once_per_worker_process(prefect_serv
     src.mkdir()
     for n in names:
         (src / n).symlink_to(COCO_MINI / "images" / n)
-    result = annotate(input=str(src), output=str(tmp_path / "out"), model_dir=str(PICODET_ONNX), threshold=0.3,
-                      shard_size=2, concurrency=2, runner="dask")
+    result = annotate(input=str(src), output=str(tmp_path / "out"), options=AnnotateOptions(
+        model_dir=str(PICODET_ONNX), threshold=0.3, shard_size=2, concurrency=2, runner="dask"))
     assert result["complete"] and result["shards_planned"] == 6 and result["rows_images"] == 12
     markers = [read_json(i.uri) for i in storage.list_objects(str(tmp_path / "out" / "_commits"), (".json",))]
     assert len(markers) == 6

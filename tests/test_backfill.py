@@ -8,7 +8,7 @@ import pytest
 
 from pxflow.flows.backfill import date_partitions, parse_day
 from pxflow.flows.cli import main as cli_main
-from tests.annotate_helpers import read_table
+from tests.support.annotate_helpers import read_table
 from tests.conftest import COCO_MINI, PICODET_ONNX
 
 
@@ -46,7 +46,9 @@ def test_backfill_annotates_partitions_in_range_and_skips_done_ones(prefect_serv
 
     from pxflow.flows.backfill import backfill
 
+    from pxflow.flows.options import AnnotateOptions
+
     again = backfill(input=str(src), output=str(out), start="2024-01-01", end="2024-01-02",
-                     model_dir=str(PICODET_ONNX), threshold=0.3)
+                     options=AnnotateOptions(model_dir=str(PICODET_ONNX), threshold=0.3))
     assert again["skipped"] == ["dt=2024-01-01", "dt=2024-01-02"] and again["annotated"] == []
     assert read_table(str(out / "images")).num_rows == 4

@@ -60,7 +60,7 @@ def test_a_real_process_worker_runs_the_annotate_deployment(prefect_server, tmp_
     import subprocess
     import sys
 
-    from tests.annotate_helpers import read_json, read_table
+    from tests.support.annotate_helpers import read_json, read_table
     from tests.conftest import COCO_MINI, PICODET_ONNX
 
     src = tmp_path / "in"
@@ -81,8 +81,9 @@ def test_a_real_process_worker_runs_the_annotate_deployment(prefect_server, tmp_
     prefect("work-pool", "create", "pxflow-process", "--type", "process", "--overwrite",
             "--base-job-template", str(DEPLOYMENTS / "process-pool-base-job-template.json"))
     prefect("--no-prompt", "deploy", "--prefect-file", str(DEPLOYMENTS / "prefect.yaml"), "--name", "annotate")
-    prefect("deployment", "run", "annotate/annotate", "--param", f"input={src}", "--param", f"output={out}",
-            "--param", f"model_dir={PICODET_ONNX}", "--param", "threshold=0.3", "--param", "shard_size=2")
+    params = {"input": str(src), "output": str(out),
+              "options": {"model_dir": str(PICODET_ONNX), "threshold": 0.3, "shard_size": 2}}
+    prefect("deployment", "run", "annotate/annotate", "--params", json.dumps(params))
     logs = prefect("worker", "start", "--pool", "pxflow-process", "--run-once")
     assert "submitting flow run" in logs, logs[-3000:]
 

@@ -18,7 +18,7 @@ import yaml
 
 from pxflow.pipelines import create_pipeline
 from pxflow.pipelines.evaluation import coco_eval, detections_from_boxes, load_coco
-from tests.s3_server import free_port
+from tests.support.s3_server import free_port
 from tests.conftest import COCO_MINI, LEGACY_MODEL, PICODET_ONNX, PICODET_PADDLE, require_shared
 
 EXPECTED_MAP = 0.279  # measured by PaddleX 3.7.2 on the same model and images (../shared/README.md)

@@ -25,7 +25,7 @@ def test_concurrent_inference_gives_the_sequential_results_in_order(model_dir, b
     inputs = images[:3] + [str(corrupt), str(tmp_path / "missing.jpg")] + images[3:]
     _, sequential = _run(model_dir, inputs, infer_workers=1, cpu_threads=1, batch_size=batch_size)
     pipeline, concurrent = _run(model_dir, inputs, infer_workers=3, load_workers=2, prefetch=4, batch_size=batch_size)
-    assert pipeline.config["Pxflow"]["cpu_threads"] >= 1  # resolved from the cores when left null
+    assert pipeline.settings.cpu_threads >= 1  # resolved from the cores when left null
     assert [i for i, _ in concurrent] == list(range(len(inputs)))
     assert [r["input_path"] for _, r in concurrent] == inputs
     assert concurrent == sequential  # same threads per run -> bit-identical boxes

@@ -13,7 +13,7 @@ from pxflow.flows.cli.predict import main as cli_main
 from pxflow.pipelines.ops.masks import box_mask, decode_rle
 from pxflow.pipelines.registry import create_pipeline
 from tests.conftest import PICODET_PADDLE, require_shared
-from tests.seg_models import build_script, seg_images, seg_models  # noqa: F401  (fixtures)
+from tests.support.seg_models import build_script, seg_images, seg_models  # noqa: F401  (fixtures)
 
 B = build_script()
 BACKENDS = ["paddle", "onnxruntime"]
@@ -90,7 +90,7 @@ def test_json_carries_full_frame_rle(seg_models, seg_images, tmp_path):
         assert rle["size"] == [120, 200] and isinstance(rle["counts"], str)
         decoded = decode_rle(rle)
         assert (decoded == mask).all() and (decoded == box_mask(box["coordinate"], 120, 200)).all()
-    cols = r.mask_columns()
+    cols = r.object_records()
     assert cols[0]["mask_height"] == 120 and cols[0]["mask_width"] == 200 and cols[0]["mask_counts"] == body["masks"][0]["counts"]
 
 
@@ -98,7 +98,7 @@ def test_save_to_img_overlays_masks(seg_models, seg_images, tmp_path):
     r = next(make(seg_models["maskbox"], "paddle").predict(seg_images["a"]))
     path = r.save_to_img(str(tmp_path))
     assert path.endswith("a_res.jpg")
-    drawn = r.img["res"].astype(int)
+    drawn = r.render().astype(int)
     src = r.image.astype(int)
     inner = r["masks"][0].copy()
     inner[:, : int(r["boxes"][0]["coordinate"][0]) + 4] = False  # away from box outline and caption

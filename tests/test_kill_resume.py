@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from pxflow.flows.annotate import annotate
-from tests.annotate_helpers import read_table
+from pxflow.flows.options import AnnotateOptions
+from tests.support.annotate_helpers import read_table
 from tests.conftest import COCO_MINI, PICODET_ONNX, ROOT
 
 N_IMAGES = 30
@@ -30,7 +31,7 @@ def test_killed_worker_then_rerun_gives_the_uninterrupted_rows(prefect_server, t
     src.mkdir()
     for path in sorted((COCO_MINI / "images").iterdir())[:N_IMAGES]:
         (src / path.name).symlink_to(path)
-    params = dict(model_dir=str(PICODET_ONNX), threshold=0.3, shard_size=SHARD_SIZE)
+    params = dict(options=AnnotateOptions(model_dir=str(PICODET_ONNX), threshold=0.3, shard_size=SHARD_SIZE))
 
     killed_out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "pxflow.flows", "annotate", "--input", str(src), "--output", str(killed_out),

@@ -12,7 +12,7 @@ from pycocotools import mask as mask_utils
 
 from pxflow.pipelines.ops import masks as M
 from tests.conftest import COCO_MINI, require_shared
-from tests.seg_models import seg_models  # noqa: F401  (fixture)
+from tests.support.seg_models import seg_models  # noqa: F401  (fixture)
 
 
 def test_binarize_by_dtype():
@@ -96,10 +96,10 @@ def test_oracle_scores_mask_ap_one_through_our_rle_path(coco_gt, seg_models, tmp
     """GT polygons rasterised by pycocotools -> our postprocessing -> result JSON RLE -> COCOeval segm AP 1.0."""
     from pxflow.pipelines.evaluation import coco_eval
 
-    from pxflow.pipelines.instance_segmentation.model import InstanceSegModel, RawInstances
+    from pxflow.pipelines.predictors.instance_segmentation import InstanceSegPredictor, RawInstances
     from pxflow.pipelines.instance_segmentation.result import InstanceSegResult
 
-    model = InstanceSegModel(model_dir=seg_models["maskbox"], backend="paddle", threshold=0.5)
+    model = InstanceSegPredictor(model_dir=seg_models["maskbox"], backend="paddle", threshold=0.5)
     detections, rows_for_parquet, dense_by_row = [], [], []
     for image_id in coco_gt.getImgIds():
         info = coco_gt.imgs[image_id]
@@ -115,9 +115,10 @@ def test_oracle_scores_mask_ap_one_through_our_rle_path(coco_gt, seg_models, tmp
         assert len(boxes) == len(anns)
         result = InstanceSegResult({"input_path": info["file_name"], "page_index": None, "boxes": boxes, "masks": masks})
         body = json.loads(json.dumps(result.json))["res"]
-        for ann, rle, cols in zip(anns, body["masks"], result.mask_columns()):
+        for ann, rle, record in zip(anns, body["masks"], result.object_records()):
             assert rle["size"] == [h, w]
             detections.append({"image_id": image_id, "category_id": ann["category_id"], "segmentation": rle, "score": 1.0})
+            cols = {k: record[k] for k in ("mask_counts", "mask_height", "mask_width")}
             rows_for_parquet.append({"image_id": image_id, **cols})
         dense_by_row.extend(dense.astype(bool))
     assert len(detections) > 500

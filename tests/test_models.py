@@ -17,7 +17,7 @@ from pxflow.pipelines.models import create_backend, load_model_spec, resolve_mod
 from pxflow.pipelines.models.backends import choose_backend
 from pxflow.pipelines.models.model_dir import ModelDirError
 from pxflow.pipelines.models.source import ModelUnavailableError, official_model_dir
-from tests.s3_server import free_port
+from tests.support.s3_server import free_port
 from tests.conftest import LEGACY_MODEL, PICODET_ONNX, PICODET_PADDLE, require_shared
 
 

@@ -14,7 +14,7 @@ from pxflow.flows.cli.predict import main as cli_main
 from pxflow.pipelines.ops.masks import box_mask, decode_rle
 from pxflow.pipelines.registry import create_pipeline
 from tests.conftest import COCO_MINI, PICODET_PADDLE, require_shared
-from tests.seg_models import build_script, seg_images, seg_models  # noqa: F401  (fixtures)
+from tests.support.seg_models import build_script, seg_images, seg_models  # noqa: F401  (fixtures)
 
 B = build_script()
 BACKENDS = ["paddle", "onnxruntime"]
@@ -142,7 +142,7 @@ def test_json_rle_and_image(seg_models, seg_images, tmp_path):
     path = r.save_to_img(str(tmp_path))
     drawn = cv2.imread(path).astype(int)
     assert drawn.shape == (120, 200, 3)
-    changed = np.abs(r.img["res"].astype(int) - r.image.astype(int)).sum(axis=2) > 0
+    changed = np.abs(r.render().astype(int) - r.image.astype(int)).sum(axis=2) > 0
     assert changed[r["masks"][0]].mean() > 0.9 and not changed[~cv2.dilate(r["masks"][0].astype(np.uint8), np.ones((9, 9))).astype(bool)].any()
 
 

@@ -12,9 +12,9 @@ import yaml
 
 from pxflow.flows.cli import main as pxflow
 from pxflow.pipelines.ops.preprocess import CropImage, NormalizeImage, Preprocessor, ResizeImage, Sample, from_transform_ops
-from pxflow.pipelines.pp_shitu_v2 import FeatureModel
+from pxflow.pipelines.predictors.image_feature import FeaturePredictor
 from pxflow.pipelines.retrieval import IndexData, build_index
-from tests.shitu_models import make_pipeline, shitu_models, shitu_pipeline  # noqa: F401 (fixtures)
+from tests.support.shitu_models import make_pipeline, shitu_models, shitu_pipeline  # noqa: F401 (fixtures)
 
 WHITE = (255, 255, 255)
 
@@ -67,8 +67,8 @@ def test_mainbody_detector_finds_the_object_and_nothing_on_a_blank_image(shitu_p
 
 def test_feature_batches_give_the_same_vectors_as_single_images(shitu_models, gallery):
     images, _ = gallery
-    one = FeatureModel(model_dir=shitu_models["rec"], batch_size=1)
-    four = FeatureModel(model_dir=shitu_models["rec"], batch_size=4)
+    one = FeaturePredictor(model_dir=shitu_models["rec"], batch_size=1)
+    four = FeaturePredictor(model_dir=shitu_models["rec"], batch_size=4)
     single = np.concatenate([one.embed([img]) for img in images[:4]])
     batched = four.embed(images[:4])
     assert batched.shape == (4, 512)
@@ -92,7 +92,7 @@ def test_predict_recognises_boxes_and_whole_images(shitu_pipeline, gallery):
     assert blue["labels"][0] == "blue" and blue["rec_scores"][0] == pytest.approx(1.0, abs=1e-4)
     assert tex["labels"][0] == "texture two" and len(tex["labels"]) <= 5
     assert results[0].json["res"]["boxes"][0]["labels"][0] == "red"
-    assert results[0].img["res"].shape == (300, 400, 3)
+    assert results[0].render().shape == (300, 400, 3) and results[0].img["res"].size == (400, 300)
 
 
 def test_thresholds_topk_and_l2(shitu_pipeline, gallery, tmp_path):

@@ -30,7 +30,7 @@ from pxflow.pipelines.retrieval import (
     remove_index,
 )
 from tests.conftest import DRINK
-from tests.shitu_models import drink_gallery, shitu_models, shitu_pipeline  # noqa: F401 (fixtures)
+from tests.support.shitu_models import drink_gallery, shitu_models, shitu_pipeline  # noqa: F401 (fixtures)
 
 GRID = [(t, m) for t in ("Flat", "IVF", "HNSW32") for m in ("IP", "L2")]
 

@@ -10,7 +10,9 @@ from pycocotools import mask as coco_mask
 
 from pxflow.pipelines.results import ErrorResult
 from pxflow.pipelines.results.base import BaseResult
-from pxflow.tasks.rows import IMAGES_SCHEMA, OBJECTS_SCHEMA, RowBuilder, object_records, summarize
+from pxflow.pipelines.predictors import ModelIdentity, PipelineIdentity
+from pxflow.pipelines.results.detection import DetResult
+from pxflow.tasks.rows import IMAGES_SCHEMA, OBJECTS_SCHEMA, RowBuilder, summarize
 from pxflow.tasks.shards import OutputLayout, plan_shards, run_key, shard_id
 
 URIS = [f"s3://b/images/{i:05d}.jpg" for i in range(23)]
@@ -44,13 +46,22 @@ def test_planning_streams_its_input():
 def test_run_key_ignores_speed_settings_but_not_results_settings():
     config = {"pipeline_name": "object_detection", "SubModules": {"ObjectDetection": {"model_dir": "/m"}},
               "Pxflow": {"backend": "auto", "load_workers": 2, "prefetch": 8, "cpu_threads": None}}
-    base = run_key(config, "sha", {"threshold": 0.5})
+    sha = PipelineIdentity((ModelIdentity("ObjectDetection", "PicoDet", "sha"),))
+    other = PipelineIdentity((ModelIdentity("ObjectDetection", "PicoDet", "other-model"),))
+    base = run_key(config, sha, {"threshold": 0.5})
     faster = {**config, "Pxflow": {**config["Pxflow"], "load_workers": 16, "prefetch": 64, "cpu_threads": 4}}
-    assert run_key(faster, "sha", {"threshold": 0.5}) == base
-    assert run_key(config, "sha", {"threshold": 0.3}) != base
-    assert run_key(config, "other-model", {"threshold": 0.5}) != base
+    assert run_key(faster, sha, {"threshold": 0.5}) == base
+    assert run_key(config, sha, {"threshold": 0.3}) != base
+    assert run_key(config, other, {"threshold": 0.5}) != base
     onnx = {**config, "Pxflow": {**config["Pxflow"], "backend": "onnxruntime"}}
-    assert run_key(onnx, "sha", {"threshold": 0.5}) != base
+    assert run_key(onnx, sha, {"threshold": 0.5}) != base
+    # the model checksum identifies the model: how its directory is spelled does not matter
+    respelled = {**config, "SubModules": {"ObjectDetection": {"model_dir": "/m/../m/"}}}
+    assert run_key(respelled, sha, {"threshold": 0.5}) == base
+    # a new index version is a new key (PP-ShiTuV2 identity carries the index checksum)
+    v1 = PipelineIdentity(sha.models, (ModelIdentity("index", "drinks", "v000001"),))
+    v2 = PipelineIdentity(sha.models, (ModelIdentity("index", "drinks", "v000002"),))
+    assert run_key(config, v1, {"index": "/idx"}) != run_key(config, v2, {"index": "/idx"})
 
 
 def test_output_layout_is_a_pure_function_of_root_run_and_shard():
@@ -71,7 +82,7 @@ def _builder() -> RowBuilder:
 
 def test_detection_rows_and_error_rows():
     image = np.zeros((40, 60, 3), np.uint8)
-    det = BaseResult({"input_path": "a.jpg", "boxes": [
+    det = DetResult({"input_path": "a.jpg", "boxes": [
         {"cls_id": 2, "label": "car", "score": 0.9, "coordinate": [1.5, 2.0, 30.0, 20.25]},
         {"cls_id": 0, "label": "person", "score": 0.4, "coordinate": [0, 0, 5, 5]},
     ]}, image)
@@ -100,16 +111,19 @@ def test_instance_segmentation_masks_become_full_frame_rle():
 
     res = InstanceSegResult({"boxes": [{"cls_id": 1, "label": "x", "score": 0.8, "coordinate": [3, 5, 13, 10]}],
                              "masks": np.stack([mask])}, np.zeros((20, 30, 3), np.uint8))
-    (record,) = object_records(res)
+    (record,) = res.object_records()
     assert (record["mask_height"], record["mask_width"]) == (20, 30)
     decoded = coco_mask.decode({"size": [20, 30], "counts": record["mask_counts"].encode()})
     assert np.array_equal(decoded.astype(bool), mask)
 
 
 def test_shitu_and_sam_results_fill_their_nullable_columns():
-    shitu = BaseResult({"index_name": "drinks", "index_version": "v000002", "boxes": [
-        {"labels": ["cola", "juice"], "rec_scores": [0.87, 0.5], "det_score": 0.66, "coordinate": [1, 2, 3, 4]}]})
-    (rec,) = object_records(shitu)
+    from pxflow.pipelines.pp_shitu_v2.result import ShiTuResult
+
+    shitu = ShiTuResult({"boxes": [
+        {"labels": ["cola", "juice"], "rec_scores": [0.87, 0.5], "det_score": 0.66, "coordinate": [1, 2, 3, 4]}]},
+        index_name="drinks", index_version="v000002")
+    (rec,) = shitu.object_records()
     assert (rec["label"], rec["rec_label"], rec["score"], rec["cls_id"]) == ("cola", "cola", 0.66, None)
     assert rec["rec_score"] == pytest.approx(0.87)
     assert (rec["index_name"], rec["index_version"]) == ("drinks", "v000002")
@@ -122,7 +136,7 @@ def test_shitu_and_sam_results_fill_their_nullable_columns():
     # as the SAM pipeline builds it: full-frame boolean masks, PaddleX's mask_infos, no prompt_type key
     sam = SamSegResult({"input_path": "s.jpg", "prompts": {"box_prompt": [[4, 2, 9, 6]]}, "masks": mask[None].astype(bool),
                         "mask_infos": [{"label": "box_prompt", "prompt": [4, 2, 9, 6]}]})
-    (seg,) = object_records(sam)
+    (seg,) = sam.object_records()
     assert (seg["prompt_type"], seg["prompt"], seg["label"]) == ("box", "[4,2,9,6]", "box_prompt")
     assert (seg["x1"], seg["y1"], seg["x2"], seg["y2"]) == (4.0, 2.0, 9.0, 6.0)  # box derived from the mask
     assert seg["mask_counts"] == rle["counts"].decode()
@@ -141,3 +155,22 @@ def test_a_result_class_can_define_its_own_records():
     builder = _builder()
     assert builder.add("c.jpg", Custom({}), {})["num_objects"] == 1
     assert builder.tables()[0].column("cls_id").to_pylist() == [7]
+
+
+def test_a_result_without_records_is_that_inputs_error_not_the_shards():
+    builder = _builder()
+    row = builder.add("d.jpg", BaseResult({"boxes": [{"cls_id": 1}]}), {})
+    assert (row["status"], row["error_type"]) == ("error", "inference_failed")
+    assert "object_records" in row["error_message"]
+    assert builder.add("e.jpg", DetResult({"boxes": []}), {})["status"] == "ok"
+
+
+def test_chained_sam_rows_keep_the_detections_class_and_score():
+    from pxflow.pipelines.open_vocabulary_segmentation.result import SamSegResult
+
+    mask = np.zeros((1, 8, 8), bool)
+    mask[0, 1:4, 2:6] = True
+    sam = SamSegResult({"masks": mask, "mask_infos": [
+        {"label": "box_prompt", "prompt": [2, 1, 6, 4], "source": {"cls_id": 2, "label": "car", "score": 0.75}}]})
+    (row,) = sam.object_records()
+    assert (row["cls_id"], row["label"], row["score"], row["prompt_type"]) == (2, "car", 0.75, "box")

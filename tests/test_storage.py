@@ -53,31 +53,25 @@ def test_s3_read_object_reports_size_etag_and_error_vocabulary(s3_server):
 def test_s3_bad_credentials_are_a_permanent_download_failure(s3_server):
     root = s3_server.unique_prefix("creds")
     put(f"{root}/a.bin", b"1")
-    try:
-        storage.configure_s3({"access_key_id": "wrong", "secret_access_key": "wrong"})
-        with pytest.raises(InputError) as denied:
-            storage.read_bytes(f"{root}/a.bin")
-        assert denied.value.error_type == "download_failed"
-        assert not denied.value.transient  # retrying cannot fix credentials
-        storage.configure_s3({"access_key_id": s3_server.access_key, "secret_access_key": s3_server.secret_key})
-        assert storage.read_bytes(f"{root}/a.bin") == b"1"
-    finally:
-        storage.configure_s3(None)
+    wrong = storage.Storage(s3={"access_key_id": "wrong", "secret_access_key": "wrong"})
+    with pytest.raises(InputError) as denied:
+        wrong.read_bytes(f"{root}/a.bin")
+    assert denied.value.error_type == "download_failed"
+    assert not denied.value.transient  # retrying cannot fix credentials
+    right = storage.Storage(s3={"access_key_id": s3_server.access_key, "secret_access_key": s3_server.secret_key})
+    assert right.read_bytes(f"{root}/a.bin") == b"1"
 
 
 def test_unreachable_endpoint_is_a_transient_download_failure(s3_server, monkeypatch):
     monkeypatch.setattr(storage, "S3_MAX_ATTEMPTS", 1)
     monkeypatch.setattr(storage, "S3_READ_ATTEMPTS", 2)
-    from tests.s3_server import free_port
+    from tests.support.s3_server import free_port
 
-    try:
-        storage.configure_s3({"endpoint_url": f"http://127.0.0.1:{free_port()}"})  # nothing listens there
-        with pytest.raises(InputError) as down:
-            storage.read_bytes("s3://pxflow-test/a.jpg")
-        assert down.value.error_type == "download_failed" and down.value.transient
-        assert "after retries" in down.value.message
-    finally:
-        storage.configure_s3(None)
+    down_storage = storage.Storage(s3={"endpoint_url": f"http://127.0.0.1:{free_port()}"})  # nothing listens there
+    with pytest.raises(InputError) as down:
+        down_storage.read_bytes("s3://pxflow-test/a.jpg")
+    assert down.value.error_type == "download_failed" and down.value.transient
+    assert "after retries" in down.value.message
 
 
 @pytest.mark.parametrize("where", ["s3", "local"])

@@ -5,6 +5,7 @@ Dask cluster with ``--runner dask``), Prefect on its embedded ephemeral server,
 outputs wherever ``--output`` points (a local folder or ``s3://``). With
 ``PREFECT_API_URL`` set, the same command reports to that server.
 
+Flags are kebab-case; the PaddleX-style snake_case spellings are aliases.
 Exit status: 0 when every listed input has its row, 1 when some shard still
 failed (rerun the same command to resume), 2 for bad arguments.
 """
@@ -17,26 +18,36 @@ import os
 import sys
 from typing import Any
 
-from .predict import predict_kwargs
+from .values import parse_literal
+
+
+def _flag(p: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
+    """``--kebab-name`` with its ``--snake_name`` alias (when they differ)."""
+    spellings = [f"--{name}"] + ([f"--{name.replace('-', '_')}"] if "-" in name else [])
+    p.add_argument(*spellings, dest=name.replace("-", "_"), **kwargs)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pipeline", default="object_detection", help="pipeline name or YAML path (default object_detection)")
-    p.add_argument("--shard-size", "--shard_size", dest="shard_size", type=int, default=None,
-                   help="images per shard (default: tasks.shards.DEFAULT_SHARD_SIZE)")
-    p.add_argument("--workers", type=int, default=2, help="shards processed at once (threads or Dask worker processes)")
-    p.add_argument("--runner", choices=["thread", "dask"], default="thread", help="task runner (default thread)")
-    p.add_argument("--dask-address", default=None, help="an existing Dask scheduler (with --runner dask)")
-    p.add_argument("--force", action="store_true", help="recompute shards that are already committed")
-    p.add_argument("--model_dir", "--model-dir", dest="model_dir", default=None, help="override the first model's model_dir")
-    p.add_argument("--threshold", default=None, help="score threshold: a float or a dict {cls_id: float}")
-    p.add_argument("--backend", default=None, choices=["auto", "paddle", "onnxruntime"], help="inference backend")
-    p.add_argument("--download-workers", type=int, default=None, help="download/decode threads per shard (default 8)")
-    p.add_argument("--prompt_type", default=None, choices=["box", "point"], help="open_vocabulary_segmentation prompt type")
-    p.add_argument("--prompt", default=None, help="prompts for open_vocabulary_segmentation")
-    p.add_argument("--index", default=None, help="PP-ShiTuV2 index directory")
-    p.add_argument("--s3-block", default=None, help="Prefect Secret block with S3 settings (JSON)")
-    p.add_argument("--no-progress", "--no_progress", dest="no_progress", action="store_true", help="no progress bar")
+    from pxflow.flows.runners import runner_names
+    from pxflow.pipelines.models.backends import backend_names
+
+    _flag(p, "pipeline", default="object_detection", help="pipeline name or YAML path (default object_detection)")
+    _flag(p, "shard-size", type=int, default=None, help="images per shard (default: tasks.shards.DEFAULT_SHARD_SIZE)")
+    _flag(p, "workers", type=int, default=2, help="shards processed at once (threads or worker processes)")
+    _flag(p, "runner", choices=runner_names(), default="thread", help="task runner (default thread)")
+    _flag(p, "dask-address", default=None, help="an existing Dask scheduler (with --runner dask)")
+    _flag(p, "force", action="store_true", help="recompute shards that are already committed")
+    _flag(p, "model-dir", default=None, help="the pipeline's primary model directory")
+    _flag(p, "set", action="append", default=[], metavar="KEY.PATH=VALUE",
+          help="config override, e.g. SubModules.Recognition.model_dir=/m (repeatable)")
+    _flag(p, "threshold", default=None, help="score threshold: a float or a dict {cls_id: float}")
+    _flag(p, "backend", default=None, choices=backend_names(), help="inference backend")
+    _flag(p, "download-workers", type=int, default=None, help="download/decode threads per shard (default 8)")
+    _flag(p, "prompt-type", default=None, choices=["box", "point"], help="open_vocabulary_segmentation prompt type")
+    _flag(p, "prompt", default=None, help="prompts for open_vocabulary_segmentation, or per_input (a manifest column)")
+    _flag(p, "index", default=None, help="PP-ShiTuV2 index directory")
+    _flag(p, "s3-block", default=None, help="Prefect Secret block with S3 settings (JSON)")
+    _flag(p, "no-progress", action="store_true", help="no progress bar")
 
 
 def build_parser(command: str) -> argparse.ArgumentParser:
@@ -57,26 +68,32 @@ def build_parser(command: str) -> argparse.ArgumentParser:
 
 def flow_parameters(args: argparse.Namespace) -> dict[str, Any]:
     """CLI options -> flow parameters (only those given, so the flow's defaults apply otherwise)."""
-    kwargs = predict_kwargs(args)
-    threshold = kwargs.pop("threshold", None)  # a flow parameter of its own (it shows in the UI)
-    params: dict[str, Any] = {
-        "input": args.input,
-        "output": args.output,
+    from pxflow.flows.options import AnnotateOptions
+
+    kwargs: dict[str, Any] = {}
+    if args.prompt_type is not None:
+        kwargs["prompt_type"] = args.prompt_type
+    if args.prompt is not None:
+        kwargs["prompt"] = args.prompt if args.prompt == "per_input" else parse_literal(args.prompt)
+    if args.index is not None:
+        kwargs["index"] = args.index
+    given = {
         "pipeline": args.pipeline,
-        "concurrency": args.workers,
-        "runner": args.runner,
-        "force": args.force,
         "model_dir": args.model_dir,
-        "threshold": threshold,
+        "threshold": parse_literal(args.threshold),
         "backend": args.backend,
         "predict_kwargs": kwargs or None,
+        "set": list(args.set),
+        "shard_size": args.shard_size,
+        "concurrency": args.workers,
+        "runner": args.runner,
         "dask_address": args.dask_address,
+        "force": args.force,
+        "download_workers": args.download_workers,
         "s3_block": args.s3_block,
     }
-    if args.shard_size is not None:
-        params["shard_size"] = args.shard_size
-    if args.download_workers is not None:
-        params["download_workers"] = args.download_workers
+    options = AnnotateOptions(**{k: v for k, v in given.items() if v is not None})
+    params: dict[str, Any] = {"input": args.input, "output": args.output, "options": options}
     for name in ("start", "end", "partition"):
         if getattr(args, name, None) is not None:
             params[name] = getattr(args, name)
@@ -105,15 +122,23 @@ class _Progress:
 
 def main(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
-    args = build_parser(command).parse_args(rest)
+    parser = build_parser(command)
+    args = parser.parse_args(rest)
     if args.shard_size is not None and args.shard_size < 1:
-        build_parser(command).error("--shard-size must be >= 1")
+        parser.error("--shard-size must be >= 1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-    from pxflow.flows.annotate import annotate, set_progress_callback
-    from pxflow.flows.backfill import backfill
+    from pydantic import ValidationError
 
-    params = flow_parameters(args)
+    try:
+        params = flow_parameters(args)
+    except (ValidationError, ValueError) as exc:
+        parser.error(str(exc))
+
+    from pxflow.flows.annotate import annotate
+    from pxflow.flows.backfill import backfill
+    from pxflow.flows.progress import set_progress_callback
+
     progress = _Progress(args.no_progress)
     set_progress_callback(progress)
     try:

@@ -23,6 +23,8 @@ import json
 import sys
 from typing import Any
 
+from pxflow.pipelines.models.backends import backend_names
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pxflow index", description="Build and maintain PP-ShiTuV2 (faiss) indexes.")
@@ -31,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     def model_args(q: argparse.ArgumentParser) -> None:
         q.add_argument("--pipeline", default="PP-ShiTuV2", help="pipeline name or YAML (its SubModules.Recognition)")
         q.add_argument("--rec_model_dir", default=None, help="recognition model directory (overrides the config)")
-        q.add_argument("--backend", default=None, choices=["auto", "paddle", "onnxruntime"])
+        q.add_argument("--backend", default=None, choices=backend_names())
         q.add_argument("--device", default=None)
         q.add_argument("--gallery", required=True, help="label file: one 'path<whitespace>label' per line")
         q.add_argument("--gallery_root", default=None, help="folder the paths are relative to (default: the label file's)")
@@ -65,16 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _feature_model(args: argparse.Namespace):
     from pxflow.pipelines.config import load_config
-    from pxflow.pipelines.pp_shitu_v2.feature_model import FeatureModel
+    from pxflow.pipelines.overrides import apply_overrides
+    from pxflow.pipelines.predictors import create_predictor, submodule
+    from pxflow.pipelines.settings import PxflowSettings
 
-    config = load_config(args.pipeline)
-    sub = dict((config.get("SubModules") or {}).get("Recognition") or {})
-    if args.rec_model_dir:
-        sub["model_dir"] = args.rec_model_dir
-    px = dict(config.get("Pxflow") or {})
-    if args.backend:
-        px["backend"] = args.backend
-    return FeatureModel.from_submodule(sub, px, args.device or "cpu"), px
+    config = apply_overrides(
+        load_config(args.pipeline),
+        settings={"backend": args.backend},
+        assignments=[f"SubModules.Recognition.model_dir={args.rec_model_dir}"] if args.rec_model_dir else (),
+    )
+    settings = PxflowSettings.from_mapping(config.get("Pxflow"))
+    return create_predictor(submodule(config, "Recognition"), settings, args.device or "cpu", "image_feature"), settings
 
 
 def _embed(args: argparse.Namespace):
@@ -82,7 +85,7 @@ def _embed(args: argparse.Namespace):
 
     model, px = _feature_model(args)
     features, labels, skipped = embed_gallery(
-        model, args.gallery_root or "", args.gallery, int(px.get("load_workers", 2)), int(px.get("prefetch", 8))
+        model, args.gallery_root or "", args.gallery, px.load_workers, px.prefetch
     )
     for s in skipped:
         print(f"pxflow index: skipped {s['input_path']}: {s['error_type']}: {s['message']}", file=sys.stderr)

@@ -1,15 +1,19 @@
-"""PaddleX-compatible prediction CLI: ``pxflow --pipeline NAME|YAML --input X --save_path DIR``.
+"""PaddleX-compatible prediction CLI: ``pxflow --pipeline NAME|YAML --input X --save-path DIR``.
 
 Prints each result, writes ``{stem}_res.json`` and ``{stem}_res.<ext>`` to
-``--save_path``, shows a progress bar for multi-image input, reports bad inputs
+``--save-path``, shows a progress bar for multi-image input, reports bad inputs
 on stderr and goes on; the exit status is 1 when any input failed.
-``--get_pipeline_config NAME [--save_path DIR]`` writes the pipeline's YAML.
+``--get-pipeline-config NAME [--save-path DIR]`` writes the pipeline's YAML to
+``DIR/NAME.yaml`` (a ``.yaml`` path is used as is), or to ``./NAME.yaml`` without
+``--save-path``, as PaddleX does, and names the file on stderr.
+
+Flags are kebab-case; PaddleX's snake_case spellings (``--save_path``, ``--model_dir``,
+``--batch_size``, ``--prompt_type``, ``--get_pipeline_config``, ``--no_progress``) are aliases.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import sys
@@ -17,43 +21,32 @@ from typing import Any
 
 from tqdm import tqdm
 
+from pxflow.pipelines.models.backends import backend_names
+
+from .values import parse_literal
+
 
 def build_parser() -> argparse.ArgumentParser:
+    """Flags are kebab-case (``--save-path``); PaddleX's snake_case spellings (``--save_path``) are aliases."""
     p = argparse.ArgumentParser(prog="pxflow", description="PaddleX-compatible pipelines; see also `pxflow annotate -h`.")
     p.add_argument("--pipeline", help="pipeline name (object_detection ...) or a pipeline YAML path")
     p.add_argument("--input", help="image file, directory, http(s) URL or s3:// URI/prefix")
-    p.add_argument("--device", default=None, help="cpu (default), gpu or gpu:N")
-    p.add_argument("--save_path", default=None, help="directory for *_res.json and *_res.<ext> files")
+    p.add_argument("--device", default=None, help="cpu (default), gpu or gpu:N (gpu:N,M uses the first)")
+    p.add_argument("--save-path", "--save_path", dest="save_path", default=None,
+                   help="directory for *_res.json and *_res.<ext> files (with --get-pipeline-config: where the YAML goes)")
     p.add_argument("--threshold", default=None, help="score threshold: a float or a JSON/dict {cls_id: float}")
-    p.add_argument("--backend", default=None, choices=["auto", "paddle", "onnxruntime"], help="inference backend")
-    p.add_argument("--batch_size", type=int, default=None, help="override the model batch size")
-    p.add_argument("--model_dir", default=None, help="override the (first) model's model_dir")
-    p.add_argument("--prompt_type", default=None, choices=["box", "point"], help="open_vocabulary_segmentation prompt type")
+    p.add_argument("--backend", default=None, choices=backend_names(), help="inference backend")
+    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=None, help="override the model batch size")
+    p.add_argument("--model-dir", "--model_dir", dest="model_dir", default=None, help="override the (first) model's model_dir")
+    p.add_argument("--prompt-type", "--prompt_type", dest="prompt_type", default=None, choices=["box", "point"],
+                   help="open_vocabulary_segmentation prompt type")
     p.add_argument("--prompt", default=None, help='prompts, e.g. "[[x1,y1,x2,y2], ...]" or "[[x,y], ...]"')
     p.add_argument("--index", default=None, help="PP-ShiTuV2 index directory")
-    p.add_argument("--get_pipeline_config", default=None, metavar="NAME", help="write the pipeline's YAML and exit")
-    p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    p.add_argument("--get-pipeline-config", "--get_pipeline_config", dest="get_pipeline_config", default=None, metavar="NAME",
+                   help="write the pipeline's YAML (to ./NAME.yaml, or --save-path) and exit")
+    p.add_argument("--no-progress", "--no_progress", dest="no_progress", action="store_true", help="no progress bar")
     p.add_argument("--quiet", action="store_true", help="do not print each result")
     return p
-
-
-def parse_literal(text: str | None) -> Any:
-    """A CLI value that may be a number, a JSON list/dict or a Python literal."""
-    if text is None:
-        return None
-    for parse in (json.loads, ast.literal_eval):
-        try:
-            return parse(text)
-        except (ValueError, SyntaxError):
-            continue
-    raise SystemExit(f"pxflow: cannot parse {text!r} as a number, list or dict")
-
-
-def _override_first_submodule(config: dict[str, Any], key: str, value: Any) -> None:
-    subs = config.get("SubModules") or {}
-    if subs:
-        first = next(iter(subs))
-        subs[first][key] = value
 
 
 def predict_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -75,19 +68,18 @@ def main(argv: list[str]) -> int:
     if args.get_pipeline_config:
         return write_pipeline_config(args.get_pipeline_config, args.save_path)
     if not args.pipeline or not args.input:
-        build_parser().error("--pipeline and --input are required (or --get_pipeline_config NAME)")
+        build_parser().error("--pipeline and --input are required (or --get-pipeline-config NAME)")
 
     from pxflow.pipelines.config import load_config
+    from pxflow.pipelines.overrides import apply_overrides
     from pxflow.pipelines.registry import pipeline_class
 
-    config = load_config(args.pipeline)
-    if args.model_dir:
-        _override_first_submodule(config, "model_dir", args.model_dir)
-    if args.batch_size:
-        _override_first_submodule(config, "batch_size", args.batch_size)
-    if args.backend:
-        config["Pxflow"]["backend"] = args.backend
     try:
+        kwargs = predict_kwargs(args)
+        config = apply_overrides(
+            load_config(args.pipeline), model_dir=args.model_dir, batch_size=args.batch_size,
+            settings={"backend": args.backend}, options=kwargs,
+        )
         pipeline = pipeline_class(config["pipeline_name"])(config, device=args.device)
     except Exception as exc:
         print(f"pxflow: cannot create pipeline {args.pipeline!r}: {exc}", file=sys.stderr)
@@ -97,7 +89,7 @@ def main(argv: list[str]) -> int:
     total = 0
     progress = tqdm(desc="pxflow", unit="img", disable=args.no_progress or None, file=sys.stderr)
     try:
-        for res in pipeline.predict(args.input, **predict_kwargs(args)):
+        for res in pipeline.predict(args.input, **kwargs):
             total += 1
             progress.update(1)
             if not res.ok:
@@ -133,8 +125,7 @@ def write_pipeline_config(name: str, save_path: str | None) -> int:
     with open(source, encoding="utf-8") as f:
         text = f.read()
     if not save_path:
-        sys.stdout.write(text)
-        return 0
+        save_path = os.getcwd()  # PaddleX's docs: without --save_path the YAML lands in the current directory
     target = save_path if save_path.endswith((".yaml", ".yml")) else os.path.join(save_path, f"{name}.yaml")
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
     with open(target, "w", encoding="utf-8") as f:

@@ -1,31 +1,29 @@
 """``instance_segmentation``: Mask-RT-DETR, MaskRCNN, Cascade-MaskRCNN, SOLOv2, PP-YOLOE_seg exports.
 
-The detection pipeline with masks: same config shape, thresholds, batching and
-preprocessing (inherited), a model that also returns masks, a result with RLE.
+Detection's config shape, thresholds, batching and preprocessing, with a predictor that
+also returns masks and a result that carries them as full-frame RLE.
 """
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..base import BasePipeline, Prepared
-from ..object_detection.pipeline import ObjectDetectionPipeline
-from .model import InstanceSegModel
+from ..base import Prepared, SinglePredictorPipeline
+from ..ops.boxes import parse_threshold
 from .result import InstanceSegResult
 
 
-class InstanceSegmentationPipeline(ObjectDetectionPipeline):
+class InstanceSegmentationPipeline(SinglePredictorPipeline):
     """Config section ``SubModules.InstanceSegmentation``; ``predict(input, threshold=...)``."""
 
     pipeline_name = "instance_segmentation"
-    submodule = "InstanceSegmentation"
+    result_class = InstanceSegResult
+    submodules = {"InstanceSegmentation": "instance_segmentation"}
+    primary_submodule = "InstanceSegmentation"
+    default_module = "instance_segmentation"
 
-    def __init__(self, config: dict[str, Any], device: str | None = None) -> None:
-        BasePipeline.__init__(self, config, device)  # not the detection __init__: it would load a DetectionModel
-        sub = (config.get("SubModules") or {}).get(self.submodule)
-        if not sub:
-            raise ValueError(f"config has no SubModules.{self.submodule} section")
-        self.model = InstanceSegModel.from_submodule(sub, config.get("Pxflow") or {}, self.device)
+    def validate_kwargs(self, threshold=None, **kwargs: Any) -> dict[str, Any]:
+        return {"threshold": parse_threshold(threshold), **kwargs}
 
     def run_batch(self, batch: Sequence[Prepared], threshold=None, **kwargs: Any) -> list[InstanceSegResult]:
         raws = self.model.infer([p.payload for p in batch])

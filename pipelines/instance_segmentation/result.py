@@ -1,41 +1,30 @@
-"""Instance-segmentation results: PaddleX's ``{input_path, page_index, boxes, masks}``.
-
-``masks`` holds boolean ``[N, H, W]`` arrays on the full image frame; JSON
-carries them as COCO RLE (``{size: [h, w], counts: str}``) of the full frame,
-not PaddleX's box crops, so every mask decodes in place on its own.
-"""
+"""Instance-segmentation results: PaddleX's ``{input_path, page_index, boxes, masks}``; masks as full-frame RLE."""
 
 from __future__ import annotations
 
-from functools import cached_property
-from typing import Any
-
 import numpy as np
 
-from ..ops.masks import RLE, encode_rles, rle_to_columns
-from ..results import BaseResult
 from ..results.draw import draw_boxes, overlay_masks
-
-
-class MaskResult(BaseResult):
-    """A result with ``data["masks"]`` (bool ``[N, H, W]``): RLE in JSON, Parquet column dicts on demand."""
-
-    @cached_property
-    def rles(self) -> list[RLE]:
-        masks = self.data.get("masks")
-        return encode_rles(np.asarray(masks)) if masks is not None and len(masks) else []
-
-    def mask_columns(self) -> list[dict[str, Any]]:
-        """``{mask_counts, mask_height, mask_width}`` per mask, for ``objects`` rows."""
-        return [rle_to_columns(r) for r in self.rles]
-
-    def _json_body(self) -> dict[str, Any]:
-        body = dict(self.data)
-        body["masks"] = self.rles
-        return body
+from ..results.masks import MaskResult
+from ..results.records import ObjectRecord, box_columns, mask_columns, optional_float
 
 
 class InstanceSegResult(MaskResult):
+    """One record per instance: its box, class and score, and its mask's RLE columns."""
+
     def render(self) -> np.ndarray:
         image = overlay_masks(super().render(), list(self.data.get("masks", [])))
         return draw_boxes(image, self.data.get("boxes", []))
+
+    def object_records(self) -> list[ObjectRecord]:
+        rles = self.rles
+        return [
+            ObjectRecord(
+                cls_id=int(box["cls_id"]),
+                label=box.get("label"),
+                score=optional_float(box.get("score")),
+                **box_columns(box["coordinate"]),
+                **mask_columns(rles[i] if i < len(rles) else None),
+            )
+            for i, box in enumerate(self.data.get("boxes", []))
+        ]

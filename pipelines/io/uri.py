@@ -1,10 +1,10 @@
-"""URI parsing: the one place that decides whether a string is local, http(s) or s3."""
+"""URI parsing: the one place that decides which store (local, http(s), s3, ...) a string belongs to."""
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
-from urllib.parse import unquote, urlparse
 
 
 @dataclass(frozen=True)
@@ -15,26 +15,27 @@ class ParsedURI:
     bucket: str  # s3 bucket or http host; empty for local paths
     path: str  # local absolute path, s3 key (no leading slash) or http path
 
-    @property
-    def is_local(self) -> bool:
-        return self.scheme == "file"
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+
+
+def uri_scheme(uri: str | os.PathLike) -> str:
+    """The lower-cased ``scheme`` of ``scheme://...``, or ``file`` for a plain path."""
+    match = _SCHEME.match(os.fspath(uri))
+    return match.group(1).lower() if match else "file"
 
 
 def parse_uri(uri: str | os.PathLike) -> ParsedURI:
-    """Split ``uri``; plain paths and ``file://`` both become absolute local paths."""
+    """Split ``uri``; plain paths and ``file://`` both become absolute local paths.
+
+    The store registered for the scheme parses it (:mod:`pipelines.io.stores`);
+    an unknown ``xxx://`` (``gs://``, ``s3a://``) raises
+    :class:`~pipelines.io.stores.UnsupportedSchemeError` naming the supported schemes.
+    """
+    from .stores import store_class
+
     text = os.fspath(uri)
-    if text.startswith("s3://"):
-        rest = text[len("s3://") :]
-        bucket, _, key = rest.partition("/")
-        if not bucket:
-            raise ValueError(f"s3 URI without a bucket: {text!r}")
-        return ParsedURI("s3", bucket, key)
-    if text.startswith(("http://", "https://")):
-        parsed = urlparse(text)
-        return ParsedURI(parsed.scheme, parsed.netloc, parsed.path)
-    if text.startswith("file://"):
-        text = unquote(urlparse(text).path)
-    return ParsedURI("file", "", os.path.abspath(os.path.expanduser(text)))
+    return store_class(uri_scheme(text), text).parse(text)
 
 
 def is_remote(uri: str | os.PathLike) -> bool:

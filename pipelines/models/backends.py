@@ -21,7 +21,6 @@ import numpy as np
 
 from .model_dir import ModelSpec
 
-BACKENDS = ("auto", "paddle", "onnxruntime")
 
 
 def default_threads() -> int:
@@ -35,13 +34,67 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+#: device kinds PaddleX knows that pxflow cannot run on (no Paddle/ONNX Runtime build for them here)
+UNSUPPORTED_DEVICE_KINDS = ("npu", "xpu", "mlu", "dcu", "gcu", "iluvatar_gpu")
+
+
 def parse_device(device: str | None) -> tuple[str, int]:
-    """``"cpu"``, ``"gpu"``, ``"gpu:1"`` -> (kind, index); PaddleX spells devices the same way."""
+    """A PaddleX device string -> ``(kind, index)``: ``"cpu"``, ``"gpu"`` (GPU 0), ``"gpu:N"``.
+
+    ``None``/``""`` mean ``cpu``. ``"gpu:1,2"`` (PaddleX's multi-device list) is accepted,
+    but a pxflow predictor runs on one device: the *first* listed GPU is used and a
+    ``UserWarning`` says so, as PaddleX's own single predictors do (run one pipeline per GPU,
+    e.g. one Prefect worker each, to use several). ``npu``, ``xpu``, ``mlu``, ``dcu`` (with or
+    without ``:N``) are rejected: pxflow supports the CPU and NVIDIA GPUs only. Anything else
+    is a ``ValueError`` naming the device.
+    """
+    kinds, ids = _split_device(device)
+    if len(ids) > 1:
+        import warnings
+
+        warnings.warn(
+            f"device {device!r} lists {len(ids)} GPUs; a pxflow pipeline runs on one device, so gpu:{ids[0]} is used "
+            "(run one pipeline per GPU to use several)",
+            UserWarning,
+            stacklevel=2,
+        )
+    return kinds, ids[0]
+
+
+def normalize_device(device: str | None) -> str:
+    """The canonical spelling of a device (``"cpu"`` or ``"gpu:N"``); raises like :func:`parse_device`."""
+    kind, index = parse_device(device)
+    return "cpu" if kind == "cpu" else f"gpu:{index}"
+
+
+def _split_device(device: str | None) -> tuple[str, list[int]]:
+    if device is not None and not isinstance(device, str):
+        raise ValueError(f"device must be a string such as 'cpu' or 'gpu:0', got {device!r}")
     text = (device or "cpu").strip().lower()
-    kind, _, index = text.partition(":")
-    if kind not in ("cpu", "gpu"):
-        raise ValueError(f"unsupported device {device!r}; use cpu, gpu or gpu:N")
-    return kind, int(index or 0)
+    kind, sep, rest = text.partition(":")
+    kind = kind.strip()
+    if kind in UNSUPPORTED_DEVICE_KINDS:
+        raise ValueError(
+            f"unsupported device {device!r}: pxflow supports cpu and NVIDIA GPUs only (cpu, gpu, gpu:N); "
+            f"{kind} devices need PaddleX itself"
+        )
+    if kind == "cpu":
+        if sep and rest.strip() not in ("", "0"):
+            raise ValueError(f"invalid device {device!r}: the CPU takes no device id; use 'cpu'")
+        return "cpu", [0]
+    if kind != "gpu":
+        raise ValueError(f"invalid device {device!r}; use cpu, gpu, gpu:N or gpu:N,M (the first is used)")
+    if not sep or not rest.strip():
+        if sep:
+            raise ValueError(f"invalid device {device!r}: no GPU id after ':'; use gpu or gpu:N")
+        return "gpu", [0]
+    ids: list[int] = []
+    for part in rest.split(","):
+        part = part.strip()
+        if not part.isdigit():
+            raise ValueError(f"invalid device {device!r}: GPU ids must be non-negative integers, e.g. gpu:0 or gpu:1,2")
+        ids.append(int(part))
+    return "gpu", ids
 
 
 class Backend(ABC):
@@ -154,10 +207,24 @@ _ORT_TYPES = {
 }
 
 
+#: backend name -> class; ``auto`` picks among them. Adding a runtime is adding a Backend class and
+#: an entry here (:func:`register_backend`); the CLIs' ``--backend`` choices come from :func:`backend_names`.
+REGISTERED: dict[str, type[Backend]] = {"paddle": PaddleBackend, "onnxruntime": OnnxBackend}
+
+
+def register_backend(cls: type[Backend]) -> None:
+    REGISTERED[cls.name] = cls
+
+
+def backend_names() -> list[str]:
+    """What ``backend=`` accepts: ``auto`` and every registered backend."""
+    return ["auto", *REGISTERED]
+
+
 def choose_backend(spec: ModelSpec, backend: str = "auto", device: str = "cpu") -> str:
     """Resolve ``auto`` to a concrete backend the directory can serve."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
+    if backend not in backend_names():
+        raise ValueError(f"unknown backend {backend!r}; choose from {backend_names()}")
     available = spec.available_backends
     if backend != "auto":
         if backend not in available:
@@ -181,12 +248,88 @@ def create_backend(
     spec: ModelSpec, backend: str = "auto", device: str = "cpu", threads: int | None = None
 ) -> Backend:
     """Load ``spec`` on the chosen backend."""
-    chosen = choose_backend(spec, backend, device)
-    cls = OnnxBackend if chosen == "onnxruntime" else PaddleBackend
-    return cls(spec, device=device, threads=threads)
+    return REGISTERED[choose_backend(spec, backend, device)](spec, device=device, threads=threads)
 
 
 def batch_sizes(total: int, batch_size: int, max_batch: int | None) -> Sequence[int]:
     """Split ``total`` items into batches no larger than the pipeline's and the graph's limits."""
     size = max(1, min(batch_size, max_batch or batch_size))
     return [min(size, total - start) for start in range(0, total, size)]
+
+
+#: PaddleX ``hpi_config["backend"]`` values pxflow can honour directly
+_HPI_BACKENDS = {"onnxruntime": "onnxruntime", "paddle": "paddle"}
+
+
+def hpi_substitute(hpi_config: Mapping | None, backend: str | None) -> tuple[str, str]:
+    """What pxflow does for PaddleX's ``use_hpip=True`` (high-performance inference plugin).
+
+    There is no such plugin here. The closest thing is the backend choice: ``auto`` already
+    prefers ONNX Runtime when the model directory has ``inference.onnx`` (on the CPU, or on
+    a GPU with a CUDA-enabled onnxruntime), which is what PaddleX's HPI picks for these
+    models. ``hpi_config["backend"]`` is honoured when it names ``onnxruntime`` or ``paddle``;
+    every other HPI option (TensorRT, OpenVINO, precision, dynamic shapes ...) is ignored.
+    An explicit ``backend`` always wins. Returns ``(backend, message for the warning)``.
+    """
+    hpi = dict(hpi_config or {})
+    wanted = hpi.pop("backend", None)
+    if backend and backend != "auto":
+        chosen, why = backend, f"backend={backend!r} was given explicitly"
+    elif wanted in _HPI_BACKENDS:
+        chosen, why = _HPI_BACKENDS[wanted], f"hpi_config backend {wanted!r}"
+    else:
+        chosen = "auto"
+        why = "backend 'auto': ONNX Runtime when the model directory has inference.onnx, else Paddle Inference"
+        if wanted is not None:
+            why += f" (hpi_config backend {wanted!r} is not available in pxflow)"
+    ignored = sorted(hpi)
+    message = (
+        "pxflow has no PaddleX high-performance inference plugin; instead of it pxflow uses "
+        f"{why}" + (f"; ignored hpi_config keys: {ignored}" if ignored else "")
+    )
+    return chosen, message
+
+
+def pp_option_overrides(pp_option: object) -> tuple[dict[str, object], str]:
+    """Map PaddleX's ``pp_option`` (a ``PaddlePredictorOption``, or a dict of its settings) onto pxflow.
+
+    ``cpu_threads`` -> ``Pxflow.cpu_threads``; ``run_mode`` ``paddle*`` / ``mkldnn*`` -> the
+    ``paddle`` backend (oneDNN is always on for it on the CPU); ``device_type`` [+ ``device_id``]
+    -> ``device``. Every other setting (TensorRT modes and options, CINN, passes ...) is ignored.
+    Returns ``({"cpu_threads"|"backend"|"device": value}, message for the warning)``.
+    """
+    if isinstance(pp_option, Mapping):
+        items = dict(pp_option)
+    elif isinstance(getattr(pp_option, "_cfg", None), dict):
+        items = dict(pp_option._cfg)  # PaddlePredictorOption keeps what was set in _cfg
+    else:
+        items = {}
+        for key in ("run_mode", "device_type", "device_id", "cpu_threads"):
+            try:  # PaddlePredictorOption.__getattr__ raises a bare Exception for unset keys
+                items[key] = getattr(pp_option, key)
+            except Exception:
+                continue
+    items = {k: v for k, v in items.items() if v is not None}
+    out: dict[str, object] = {}
+    used: list[str] = []
+    if "cpu_threads" in items:
+        out["cpu_threads"] = int(items.pop("cpu_threads"))
+        used.append(f"cpu_threads={out['cpu_threads']}")
+    run_mode = items.pop("run_mode", None)
+    if run_mode is not None:
+        if str(run_mode).startswith(("paddle", "mkldnn")):
+            out["backend"] = "paddle"
+            used.append(f"run_mode={run_mode!r} -> backend 'paddle'")
+        else:
+            items["run_mode"] = run_mode
+    if "device_type" in items:
+        kind = str(items.pop("device_type"))
+        device_id = items.pop("device_id", None)
+        out["device"] = kind if device_id is None or kind == "cpu" else f"{kind}:{device_id}"
+        used.append(f"device={out['device']!r}")
+    items.pop("device_id", None)
+    ignored = sorted(items)
+    message = "pp_option: pxflow " + (f"uses {', '.join(used)}" if used else "uses none of its settings")
+    if ignored:
+        message += f"; ignored (no pxflow equivalent): {ignored}"
+    return out, message

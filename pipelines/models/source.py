@@ -19,7 +19,8 @@ import tempfile
 import urllib.error
 import urllib.request
 
-from ..io import storage
+from ..io import storage as _storage_module
+from ..io.storage import Storage
 from ..io.uri import parse_uri
 
 OFFICIAL_BASE_URL = "https://paddle-model-ecology.bj.bcebos.com/paddlex/official_inference_model/paddle3.0.0"
@@ -40,14 +41,17 @@ def official_model_dir(model_name: str) -> str:
     return os.path.join(cache_home(), "official_models", model_name)
 
 
-def resolve_model_dir(model_name: str | None = None, model_dir: str | None = None) -> str:
-    """A local directory holding the model: ``model_dir`` wins over ``model_name`` (as in PaddleX)."""
+def resolve_model_dir(model_name: str | None = None, model_dir: str | None = None, storage: Storage | None = None) -> str:
+    """A local directory holding the model: ``model_dir`` wins over ``model_name`` (as in PaddleX).
+
+    An ``s3://`` ``model_dir`` is staged through ``storage`` (default: the AWS environment's).
+    """
     if model_dir:
         parsed = parse_uri(model_dir)
         if parsed.scheme == "file":
             return parsed.path
         if parsed.scheme == "s3":
-            return _stage_s3_prefix(model_dir)
+            return _stage_s3_prefix(model_dir, storage)
         raise ValueError(f"model_dir must be a local path or s3:// prefix, got {model_dir!r}")
     if not model_name:
         raise ValueError("either model_name or model_dir is required")
@@ -109,8 +113,9 @@ def _safe_extract(tar: tarfile.TarFile, target: str) -> None:
     tar.extractall(target, members=members)
 
 
-def _stage_s3_prefix(prefix: str) -> str:
+def _stage_s3_prefix(prefix: str, storage: Storage | None = None) -> str:
     """Copy a model stored under an s3 prefix into the local cache once (keyed by the prefix)."""
+    store = storage or _storage_module.default_storage()
     key = hashlib.sha256(prefix.rstrip("/").encode()).hexdigest()[:16]
     target = os.path.join(cache_home(), "pxflow_remote_models", key)
     if os.path.isdir(target) and os.listdir(target):
@@ -120,9 +125,9 @@ def _stage_s3_prefix(prefix: str) -> str:
     try:
         base = prefix.rstrip("/") + "/"
         found = False
-        for info in storage.list_objects(prefix):
+        for info in store.list_objects(prefix):
             rel = info.uri[len(base) :]
-            storage.download_file(info.uri, os.path.join(staging, rel))
+            store.download_file(info.uri, os.path.join(staging, rel))
             found = True
         if not found:
             raise ModelUnavailableError(f"no model files under {prefix}")

@@ -147,9 +147,5 @@ def columns_to_rle(row: Mapping[str, Any]) -> RLE:
     return {"size": [int(row["mask_height"]), int(row["mask_width"])], "counts": str(row["mask_counts"])}
 
 
-def mask_to_columns(mask: np.ndarray) -> dict[str, Any]:
-    return rle_to_columns(encode_rle(mask))
-
-
 def columns_to_mask(row: Mapping[str, Any]) -> np.ndarray:
     return decode_rle(columns_to_rle(row))

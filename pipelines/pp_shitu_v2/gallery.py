@@ -13,11 +13,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..engine import prefetch_map
+from ..prefetch import prefetch_map
 from ..io.errors import InputError
 from ..io.inputs import InputItem, iter_inputs
 from ..retrieval import load_gallery
-from .feature_model import FeatureModel
+from ..predictors.image_feature import FeaturePredictor
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def gallery_items(gallery_imgs: Any, gallery_label: "str | Sequence[str]") -> tu
 
 
 def embed_gallery(
-    model: FeatureModel,
+    model: FeaturePredictor,
     gallery_imgs: Any,
     gallery_label: "str | Sequence[str]",
     workers: int = 2,

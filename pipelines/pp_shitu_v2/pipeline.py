@@ -21,17 +21,24 @@ gallery images are skipped, warned about and listed in ``IndexData.skipped``.
 
 from __future__ import annotations
 
+import hashlib
+import re
 import warnings
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..base import BasePipeline, Prepared
-from ..object_detection.model import DetectionModel
+from ..io.inputs import InputItem
+from ..io.uri import parse_uri
+from ..predictors import ModelIdentity, PipelineIdentity, create_predictor, submodule
+from ..predictors.detection import DetectionPredictor
+from ..predictors.image_feature import FeaturePredictor
 from ..retrieval import IndexData, append_index, build_index, remove_index
-from .feature_model import FeatureModel
 from .gallery import embed_gallery
 from .result import ShiTuResult
+
+VERSION_DIR = re.compile(r"^v\d{6}$")
 
 
 def _unset(value: Any) -> bool:
@@ -42,23 +49,37 @@ class ShiTuV2Pipeline(BasePipeline):
     """PaddleX's ``PP-ShiTuV2`` pipeline."""
 
     pipeline_name = "PP-ShiTuV2"
+    result_class = ShiTuResult
+    submodules = {"Detection": "object_detection", "Recognition": "image_feature"}
+    primary_submodule = None  # two models: name SubModules.Detection / .Recognition explicitly
 
     def __init__(self, config: dict[str, Any], device: str | None = None) -> None:
         super().__init__(config, device)
-        subs = config.get("SubModules") or {}
-        for name in ("Detection", "Recognition"):
-            if not subs.get(name):
-                raise ValueError(f"config has no SubModules.{name} section")
-        px = config.get("Pxflow") or {}
-        self.det_model = DetectionModel.from_submodule(subs["Detection"], px, self.device)
-        self.rec_model = FeatureModel.from_submodule(subs["Recognition"], px, self.device)
+        self.det_model: DetectionPredictor = create_predictor(
+            submodule(config, "Detection"), self.settings, self.device, "object_detection"
+        )
+        self.rec_model: FeaturePredictor = create_predictor(
+            submodule(config, "Recognition"), self.settings, self.device, "image_feature"
+        )
         self.det_threshold = float(config.get("det_threshold", 0.5))
         rec_threshold = config.get("rec_threshold", 0.5)
         self.rec_threshold = None if _unset(rec_threshold) else float(rec_threshold)
         self.rec_topk = int(config.get("rec_topk", 5))
         index = config.get("index")
+        self.index_source = index
         self.index: IndexData | None = None if _unset(index) else IndexData.load(index)
         self._feature_dim: int | None = None
+
+    @classmethod
+    def identity(cls, config: dict[str, Any], options: dict[str, Any] | None = None) -> PipelineIdentity:
+        """Both models, plus the index the labels come from (its content, not its path)."""
+        models = super().identity(config, options)
+        index = (options or {}).get("index")
+        index = config.get("index") if _unset(index) else index
+        if _unset(index):
+            return models
+        name, version = index_label(index, IndexData.load(index))
+        return PipelineIdentity(models.models, (ModelIdentity("index", name or "index", version),))
 
     @property
     def batch_size(self) -> int:
@@ -79,6 +100,7 @@ class ShiTuV2Pipeline(BasePipeline):
             warnings.warn("the index was built with a different recognition model; matches may be meaningless", stacklevel=3)
         return {
             "index": resolved,
+            "index_label": index_label(self.index_source if _unset(index) else index, resolved),
             "det_threshold": self.det_threshold if det_threshold is None else float(det_threshold),
             "rec_threshold": self.rec_threshold if rec_threshold is None else float(rec_threshold),
             "rec_topk": self.rec_topk if rec_topk is None else int(rec_topk),
@@ -91,11 +113,18 @@ class ShiTuV2Pipeline(BasePipeline):
             self._feature_dim = int(self.rec_model.embed([np.full((32, 32, 3), 127, np.uint8)]).shape[1])
         return self._feature_dim
 
-    def prepare(self, image: np.ndarray, **kwargs: Any):
+    def prepare(self, image: np.ndarray, item: InputItem, **kwargs: Any):
         return self.det_model.preprocess(image)
 
     def run_batch(
-        self, batch: Sequence[Prepared], index: IndexData, det_threshold: float, rec_threshold, rec_topk: int, **kwargs: Any
+        self,
+        batch: Sequence[Prepared],
+        index: IndexData,
+        det_threshold: float,
+        rec_threshold,
+        rec_topk: int,
+        index_label: tuple[str | None, str] = (None, ""),
+        **kwargs: Any,
     ) -> list[ShiTuResult]:
         raws = self.det_model.infer([p.payload for p in batch])
         per_image: list[list[dict[str, Any]]] = []
@@ -118,7 +147,9 @@ class ShiTuV2Pipeline(BasePipeline):
                 out_boxes.append(
                     {"labels": labels, "rec_scores": scores, "det_score": box["score"], "coordinate": box["coordinate"]}
                 )
-            results.append(ShiTuResult({"input_path": p.item.uri, "boxes": out_boxes}, p.image, p.index))
+            results.append(
+                ShiTuResult({"input_path": p.item.uri, "boxes": out_boxes}, p.image, p.index, *index_label)
+            )
         return results
 
     # -- index maintenance (PaddleX's pipeline methods) ---------------------------------
@@ -151,6 +182,23 @@ class ShiTuV2Pipeline(BasePipeline):
     ) -> tuple[np.ndarray, list[str], list[dict[str, str]]]:
         """``(features, labels, skipped)`` of a gallery; see :func:`.gallery.embed_gallery`."""
         return embed_gallery(self.rec_model, gallery_imgs, gallery_label, self.load_workers, self.prefetch)
+
+
+def index_label(source: Any, data: IndexData) -> tuple[str | None, str]:
+    """``(index_name, index_version)`` for rows: where the index came from, and which content.
+
+    A versioned layout ``<root>/<name>/v000003`` gives ``(name, "v000003")``; any other folder
+    gives its own name and ``sha-`` + the first 12 hex digits of the vectors' checksum, so two
+    different indexes never share a version label. An in-memory index has no name.
+    """
+    checksum = (data.meta.checksums or {}).get("vector.index") or hashlib.sha256(data.index_bytes).hexdigest()
+    content = f"sha-{checksum[:12]}"
+    if not isinstance(source, str):
+        return None, content
+    parts = parse_uri(source).path.rstrip("/").split("/")
+    if len(parts) >= 2 and VERSION_DIR.match(parts[-1]):
+        return parts[-2], parts[-1]
+    return parts[-1] or None, content
 
 
 def crop_box(image: np.ndarray, coordinate: Sequence[float]) -> np.ndarray:

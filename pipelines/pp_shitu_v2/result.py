@@ -6,10 +6,22 @@ import numpy as np
 
 from ..results import BaseResult
 from ..results.draw import draw_boxes
+from ..results.records import ObjectRecord, box_columns, optional_float
 
 
 class ShiTuResult(BaseResult):
-    """Each box is drawn with its best match (or the detector score when nothing matched)."""
+    """Each box is drawn with its best match (or the detector score when nothing matched).
+
+    ``index_name`` / ``index_version`` say which index the labels came from; they are
+    attributes, not JSON keys, so ``predict()`` output stays PaddleX's.
+    """
+
+    def __init__(
+        self, data: dict, image: np.ndarray | None = None, index: int = 0,
+        index_name: str | None = None, index_version: str | None = None,
+    ) -> None:
+        super().__init__(data, image, index)
+        self.index_name, self.index_version = index_name, index_version
 
     def render(self) -> np.ndarray:
         boxes = []
@@ -24,3 +36,23 @@ class ShiTuResult(BaseResult):
                 }
             )
         return draw_boxes(super().render(), boxes)
+
+    def object_records(self) -> list[ObjectRecord]:
+        """One record per detected box: the top-1 match as ``label``/``rec_label``, the detector's score."""
+        out = []
+        for box in self.data.get("boxes", []):
+            labels, scores = box.get("labels") or [None], box.get("rec_scores") or [None]
+            top = None if labels[0] is None else str(labels[0])
+            out.append(
+                ObjectRecord(
+                    cls_id=None,
+                    label=top,
+                    score=optional_float(box.get("det_score")),
+                    rec_label=top,
+                    rec_score=optional_float(scores[0]),
+                    index_name=self.index_name,
+                    index_version=self.index_version,
+                    **box_columns(box["coordinate"]),
+                )
+            )
+        return out

@@ -2,8 +2,9 @@
 
 ``res.json == {"res": {...}}``; ``save_to_json(dir)`` writes ``{stem}_res.json``;
 ``save_to_img(dir)`` writes ``{stem}_res.{ext}`` (``.jpg`` when the input had no
-image suffix); ``res.img == {"res": <BGR ndarray>}``. A path ending in
-``.json``/an image suffix is used as the exact file name.
+image suffix); ``res.img == {"res": <RGB PIL.Image.Image>}`` as in PaddleX (pxflow code
+that wants the BGR ndarray calls ``render()``); ``res.print(format_json=True, indent=4,
+ensure_ascii=False)``. A path ending in ``.json``/an image suffix is used as the exact file name.
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import cv2
 import numpy as np
 
 from ..io.images import IMAGE_SUFFIXES
 from ..io.uri import uri_name
+
+if TYPE_CHECKING:
+    from .records import ObjectRecord
 
 
 def to_jsonable(value: Any) -> Any:
@@ -59,6 +63,14 @@ class BaseResult:
     def input_path(self) -> str | None:
         return self.data.get("input_path")
 
+    def object_records(self) -> "list[ObjectRecord]":
+        """This result's ``objects`` table rows (one per object), without the shared columns.
+
+        Every result class a pipeline yields implements it: the result owns its
+        serialisation, the batch layer never guesses a result's shape.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not define object_records()")
+
     @property
     def json(self) -> dict[str, Any]:
         return {"res": to_jsonable(self._json_body())}
@@ -67,8 +79,18 @@ class BaseResult:
         return self.data
 
     @property
-    def img(self) -> dict[str, np.ndarray]:
-        return {"res": self.render()}
+    def img(self) -> "dict[str, Any]":
+        """``{"res": PIL.Image.Image}`` (RGB), as PaddleX's ``res.img``; :meth:`render` gives the BGR ndarray."""
+        from PIL import Image
+
+        drawn = self.render()
+        if drawn.ndim == 3 and drawn.shape[2] == 4:
+            rgb = cv2.cvtColor(drawn, cv2.COLOR_BGRA2RGBA)
+        elif drawn.ndim == 3:
+            rgb = cv2.cvtColor(drawn, cv2.COLOR_BGR2RGB)
+        else:
+            rgb = drawn
+        return {"res": Image.fromarray(np.ascontiguousarray(rgb))}
 
     def render(self) -> np.ndarray:
         """The visualisation (BGR). Subclasses draw on a copy of the source image."""
@@ -87,8 +109,25 @@ class BaseResult:
         ext = os.path.splitext(uri_name(self.input_path or ""))[1].lower()
         return ext if ext in IMAGE_SUFFIXES else ".jpg"
 
-    def print(self, file: TextIO | None = None, indent: int = 4) -> None:
-        print(json.dumps(self.json, indent=indent, ensure_ascii=False), file=file or sys.stdout)
+    def print(
+        self,
+        format_json: bool = True,
+        indent: int = 4,
+        ensure_ascii: bool = False,
+        *,
+        json_format: bool | None = None,
+        file: TextIO | None = None,
+    ) -> None:
+        """Print ``{"res": ...}`` with PaddleX's signature.
+
+        ``format_json=True`` (the documented default): JSON text indented by ``indent``, non-ASCII
+        kept unless ``ensure_ascii``. ``format_json=False``: the plain dict repr, as PaddleX prints
+        ``{"res": self}``. ``json_format`` is the spelling PaddleX's code (and its general
+        usage docs) use for the same switch; it wins when given. Writes to ``file`` (stdout).
+        """
+        as_json = format_json if json_format is None else json_format
+        text = json.dumps(self.json, indent=indent, ensure_ascii=ensure_ascii) if as_json else repr(self.json)
+        print(text, file=file or sys.stdout)
 
     def __str__(self) -> str:
         return json.dumps(self.json, ensure_ascii=False)
@@ -129,6 +168,9 @@ class ErrorResult(BaseResult):
             None,
             index,
         )
+
+    def object_records(self) -> "list[ObjectRecord]":
+        return []  # a failed input has its images row (status error) and no objects
 
     @property
     def error_type(self) -> str:

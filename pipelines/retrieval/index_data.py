@@ -12,6 +12,12 @@ The first two files are exactly PaddleX 3.7.2's ``IndexData`` format, so PaddleX
 indexes and we load its (then the JSON is absent and is derived, search parameters
 included, from the index itself). Nothing is ever pickled.
 
+:meth:`IndexData.load` also reads the folders other PaddleX versions write or describe:
+3.0-beta2's ``id_map.yaml`` without ``index_type`` (derived from the faiss structure), and
+``index_info.yaml`` (the name PaddleX's pipeline docs give the label file) in place of
+``id_map.yaml``. 3.0-beta1 / PaddleClas folders (``id_map.pkl``) and binary (``hamming``)
+indexes are refused with a message saying why: a pickle is never loaded.
+
 Each file is written atomically (temporary name, then rename/PUT); the JSON goes last and
 records the checksums of the other two, so a reader that races a writer (or a crash
 between files) gets :class:`IndexFormatError` instead of vectors paired with the wrong
@@ -38,6 +44,10 @@ from ..io.uri import join_uri
 
 VECTOR_FILE = "vector.index"
 ID_MAP_FILE = "id_map.yaml"
+#: other names of the label file, read when ``id_map.yaml`` is absent (PaddleX's docs call it index_info.yaml)
+ID_MAP_ALIASES = ("index_info.yaml",)
+#: PaddleX 3.0-beta1 / PaddleClas label file: a pickle, never loaded
+PICKLE_ID_MAP_FILE = "id_map.pkl"
 META_FILE = "pxflow_index.json"
 META_FORMAT = 1
 
@@ -201,9 +211,9 @@ class IndexData:
         index_dir = str(index)
         try:
             vector = storage.read_bytes(join_uri(index_dir, VECTOR_FILE))
-            info_bytes = storage.read_bytes(join_uri(index_dir, ID_MAP_FILE))
         except Exception as exc:
-            raise IndexFormatError(f"{index_dir}: not an index directory ({VECTOR_FILE} + {ID_MAP_FILE}): {exc}") from exc
+            raise IndexFormatError(f"{index_dir}: not an index directory (no {VECTOR_FILE}): {exc}") from exc
+        info_name, info_bytes = _read_info_file(index_dir)
         meta: IndexMeta | None = None
         if storage.exists(join_uri(index_dir, META_FILE)):
             meta = IndexMeta.from_dict(json.loads(storage.read_bytes(join_uri(index_dir, META_FILE))))
@@ -214,16 +224,59 @@ class IndexData:
                         f"{index_dir}: {name} does not match {META_FILE} (a concurrent or interrupted save); reload or rebuild"
                     )
         info = yaml.safe_load(info_bytes.decode("utf-8")) or {}
-        missing = [k for k in ("id_map", "metric_type", "index_type") if k not in info]
+        if not isinstance(info, dict):
+            raise IndexFormatError(f"{index_dir}/{info_name} is not a mapping")
+        if str(info.get("metric_type")) in BINARY_METRIC_TYPES:
+            raise IndexFormatError(
+                f"{index_dir}: metric_type {info['metric_type']!r} is a binary faiss index; pxflow supports {METRIC_TYPES} only"
+            )
+        missing = [k for k in ("id_map", "metric_type") if k not in info]
         if missing:
-            raise IndexFormatError(f"{index_dir}/{ID_MAP_FILE} lacks {missing}")
+            raise IndexFormatError(f"{index_dir}/{info_name} lacks {missing}")
         faiss_index = faiss.deserialize_index(np.frombuffer(vector, dtype=np.uint8))
+        if "index_type" not in info:  # PaddleX 3.0-beta2 wrote {metric_type, id_map} only
+            info["index_type"] = index_type_of(faiss_index)
         n_tomb = len(meta.tombstones) if meta else 0
         if faiss_index.ntotal != len(info["id_map"]) + n_tomb:
             raise IndexFormatError(
                 f"{index_dir}: {faiss_index.ntotal} vectors but {len(info['id_map'])} labels (+{n_tomb} tombstones)"
             )
         return cls(faiss_index, info, meta)
+
+
+BINARY_METRIC_TYPES = ("hamming", "jaccard")
+
+
+def _read_info_file(index_dir: str) -> tuple[str, bytes]:
+    """``(file name, bytes)`` of the label file: ``id_map.yaml``, else one of :data:`ID_MAP_ALIASES`."""
+    errors = []
+    for name in (ID_MAP_FILE, *ID_MAP_ALIASES):
+        try:
+            return name, storage.read_bytes(join_uri(index_dir, name))
+        except Exception as exc:  # missing (local FileNotFoundError, S3 NoSuchKey ...)
+            errors.append(exc)
+    try:
+        has_pickle = storage.exists(join_uri(index_dir, PICKLE_ID_MAP_FILE))
+    except Exception:
+        has_pickle = False
+    if has_pickle:
+        raise IndexFormatError(
+            f"{index_dir}: holds {VECTOR_FILE} + {PICKLE_ID_MAP_FILE} (PaddleX 3.0-beta1 / PaddleClas format); the labels "
+            "are a pickle, which pxflow never loads (unpickling runs code). Rebuild the index from the gallery "
+            "(`pxflow index build`), or convert the pickle to id_map.yaml yourself where you trust it"
+        )
+    names = " or ".join((ID_MAP_FILE, *ID_MAP_ALIASES))
+    raise IndexFormatError(f"{index_dir}: not an index directory ({VECTOR_FILE} + {names}): {errors[0]}")
+
+
+def index_type_of(index: faiss.Index) -> str:
+    """PaddleX's ``index_type`` name (``Flat`` / ``IVF`` / ``HNSW32``) of a faiss index."""
+    inner = inner_index(index)
+    if isinstance(inner, faiss.IndexIVF):
+        return "IVF"
+    if isinstance(inner, faiss.IndexHNSW):
+        return "HNSW32"
+    return "Flat"
 
 
 # ---------------------------------------------------------------- faiss helpers

@@ -12,24 +12,31 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..base import Prepared
-from ..object_detection.pipeline import ObjectDetectionPipeline
-from ..object_detection.result import DetResult
-from ..ops.boxes import clip_boxes, filter_by_threshold
+from ..base import Prepared, SinglePredictorPipeline
+from ..io.inputs import InputItem
+from ..ops.boxes import clip_boxes, filter_by_threshold, parse_threshold
+from ..results.detection import DetResult
 from .slicing import SliceConfig, drop_cut_boxes, merge_tile_boxes, tile_windows
 
 
-class SmallObjectDetectionPipeline(ObjectDetectionPipeline):
+class SmallObjectDetectionPipeline(SinglePredictorPipeline):
     pipeline_name = "small_object_detection"
-    submodule = "SmallObjectDetection"
+    result_class = DetResult
+    submodules = {"SmallObjectDetection": "small_object_detection"}
+    primary_submodule = "SmallObjectDetection"
+    default_module = "small_object_detection"
 
     def __init__(self, config: dict[str, Any], device: str | None = None) -> None:
         super().__init__(config, device)
-        self.slice = SliceConfig.from_config((config.get("Pxflow") or {}).get("slice"))
+        self.slice = SliceConfig.from_config(self.settings.slice)
 
-    def prepare(self, image: np.ndarray, **kwargs: Any):
+    def validate_kwargs(self, threshold=None, **kwargs: Any) -> dict[str, Any]:
+        return {"threshold": parse_threshold(threshold), **kwargs}
+
+    def prepare(self, image: np.ndarray, item: InputItem, **kwargs: Any):
+        """The whole image's sample, or ``[(window, sample), ...]`` for every tile when slicing."""
         if self.slice is None:
-            return super().prepare(image)
+            return self.model.preprocess(image)
         h, w = image.shape[:2]
         windows = tile_windows(h, w, self.slice)
         if self.slice.include_full and len(windows) > 1:
@@ -38,7 +45,8 @@ class SmallObjectDetectionPipeline(ObjectDetectionPipeline):
 
     def run_batch(self, batch: Sequence[Prepared], threshold=None, **kwargs: Any) -> list[DetResult]:
         if self.slice is None:
-            return super().run_batch(batch, threshold=threshold)
+            raws = self.model.infer([p.payload for p in batch])
+            return [DetResult.of(p, self.model.postprocess(raw, p.image.shape[1], p.image.shape[0], threshold)) for p, raw in zip(batch, raws)]
         flat = [sample for p in batch for _, sample in p.payload]
         raws = iter(self.model.infer(flat))
         results = []
@@ -54,6 +62,5 @@ class SmallObjectDetectionPipeline(ObjectDetectionPipeline):
                 per_tile.append(rows)
                 offsets.append((x0, y0))
             merged = merge_tile_boxes(per_tile, offsets, self.slice.nms_iou)
-            boxes = self.model.postprocess(merged, w, h, threshold=-1.0)  # already thresholded per tile
-            results.append(DetResult({"input_path": p.item.uri, "page_index": None, "boxes": boxes}, p.image, p.index))
+            results.append(DetResult.of(p, self.model.postprocess(merged, w, h, threshold=-1.0)))  # thresholded per tile
         return results

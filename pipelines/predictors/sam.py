@@ -1,4 +1,4 @@
-"""SAM as PaddleX exports it, and pxflow's split encoder/decoder layout.
+"""The SAM predictor: SAM as PaddleX exports it, and pxflow's split encoder/decoder layout.
 
 Official layout (SAM-H_box, SAM-H_point; one graph per prompt type):
     inputs ``img`` [1, 3, 1024, 1024] float32 and ``prompt`` ([N, 4] boxes, or
@@ -23,9 +23,9 @@ original image and thresholded ``> 0``.
 
 from __future__ import annotations
 
+import hashlib
 import os
-import threading
-from typing import Any
+from typing import Any, Mapping
 
 import cv2
 import numpy as np
@@ -34,6 +34,8 @@ import yaml
 from ..models import create_backend, load_model_spec, resolve_model_dir
 from ..models.model_dir import CONFIG_NAMES, ModelDirError
 from ..ops.preprocess import NormalizeImage, Pad, Permute, Preprocessor, ResizeByLong, Sample
+from ..settings import PxflowSettings
+from .base import ModelIdentity, Predictor, model_source
 
 SAM_MEAN = (123.675, 116.28, 103.53)
 SAM_STD = (58.395, 57.12, 57.375)
@@ -52,8 +54,15 @@ def is_split_dir(model_dir: str) -> bool:
     return os.path.isdir(os.path.join(model_dir, "encoder")) and os.path.isdir(os.path.join(model_dir, "decoder"))
 
 
-class SamModel:
+#: PaddleX module_name -> the prompt type its graph takes
+PROMPT_MODULES = {"box_prompt_segmentation": "box", "point_prompt_segmentation": "point"}
+SPLIT_PARTS = ("encoder", "decoder")
+
+
+class SamPredictor(Predictor):
     """One prompt type's SAM: ``preprocess`` (any thread), then ``segment`` (image + prompts -> masks)."""
+
+    module_names = tuple(PROMPT_MODULES)
 
     def __init__(
         self,
@@ -98,24 +107,33 @@ class SamModel:
         self.prompts_per_call = 1 if (prompt_type == "point" and not self.split) else self.max_prompts
 
     @classmethod
-    def from_submodule(cls, prompt_type: str, sub: dict[str, Any], px: dict[str, Any], device: str) -> "SamModel":
+    def from_submodule(cls, sub: Mapping[str, Any], settings: PxflowSettings, device: str) -> "SamPredictor":
+        """Build from ``SubModules.BoxPromptSegmentation`` / ``PointPromptSegmentation`` (by ``module_name``)."""
+        module = str(sub.get("module_name") or "box_prompt_segmentation")
+        if module not in PROMPT_MODULES:
+            raise ValueError(f"SAM module_name must be one of {sorted(PROMPT_MODULES)}, got {module!r}")
         return cls(
-            prompt_type,
+            PROMPT_MODULES[module],
             model_name=sub.get("model_name"),
             model_dir=sub.get("model_dir"),
             device=device,
-            backend=px.get("backend", "auto"),
-            cpu_threads=px.get("cpu_threads"),
-            max_prompts_per_call=int(px.get("max_prompts_per_call") or 64),
+            backend=settings.backend,
+            cpu_threads=settings.cpu_threads,
+            max_prompts_per_call=settings.max_prompts_per_call,
         )
 
-    def sha256(self) -> str:
-        import hashlib
-
+    @classmethod
+    def identity(cls, sub: Mapping[str, Any], role: str) -> ModelIdentity:
+        """Both graphs of a split directory count (encoder and decoder), else the one graph."""
+        name, directory = model_source(sub)
+        root = resolve_model_dir(name, directory)
+        if not is_split_dir(root):
+            return super().identity(sub, role)
         digest = hashlib.sha256()
-        for d in (["encoder", "decoder"] if self.split else [""]):
-            digest.update(load_model_spec(os.path.join(self.model_dir, d)).sha256().encode())
-        return digest.hexdigest()
+        for part in SPLIT_PARTS:
+            digest.update(f"{part}={load_model_spec(os.path.join(root, part)).sha256()}\n".encode())
+        config_name = str((_read_config(root).get("Global") or {}).get("model_name") or os.path.basename(os.path.normpath(root)))
+        return ModelIdentity(role, config_name if directory else str(name), digest.hexdigest())
 
     # -- stages -----------------------------------------------------------------------------
     def preprocess(self, image_bgr: np.ndarray) -> Sample:
@@ -164,20 +182,3 @@ class SamModel:
         if len(prompts) == 0:
             return np.zeros((0, sample.ori_h, sample.ori_w), dtype=bool)
         return self.postprocess(self.logits(sample, self.to_model_frame(prompts, sample)), sample)
-
-
-class LazySam:
-    """Loads a :class:`SamModel` on first use: a run with box prompts never loads the point model (2.5 GB for SAM-H)."""
-
-    def __init__(self, factory) -> None:
-        self._factory = factory
-        self._model: SamModel | None = None
-        self._lock = threading.Lock()
-
-    def get(self) -> SamModel:
-        if self._model is None:
-            with self._lock:
-                if self._model is None:
-                    self._model = self._factory()
-        return self._model
-

@@ -1,4 +1,4 @@
-"""An image-feature model (PP-ShiTuV2_rec and other PaddleClas feature exports).
+"""The image-feature predictor (PP-ShiTuV2_rec and other PaddleClas feature exports).
 
 Preprocessing comes from the export's ``PreProcess.transform_ops`` (ResizeImage /
 CropImage / NormalizeImage / ToCHWImage, via :mod:`pipelines.ops.preprocess`); the
@@ -14,13 +14,15 @@ the matrix then has one row).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ..models import open_model
 from ..models.backends import batch_sizes
 from ..ops.preprocess import Preprocessor, from_transform_ops
+from ..settings import PxflowSettings
+from .base import Predictor
 
 
 def l2_normalize_rows(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -29,8 +31,10 @@ def l2_normalize_rows(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return (x / np.maximum(norms, eps)).astype(np.float32, copy=False)
 
 
-class FeatureModel:
+class FeaturePredictor(Predictor):
     """Load once; :meth:`preprocess` per image (any thread), :meth:`infer` per batch."""
+
+    module_names = ("image_feature",)
 
     def __init__(
         self,
@@ -80,13 +84,13 @@ class FeatureModel:
         return {"name": self.model_name, "sha256": self.spec.sha256()}
 
     @classmethod
-    def from_submodule(cls, sub: dict[str, Any], px: dict[str, Any], device: str) -> "FeatureModel":
-        """Build from a PaddleX ``SubModules.Recognition`` section and the ``Pxflow`` section."""
+    def from_submodule(cls, sub: Mapping[str, Any], settings: PxflowSettings, device: str) -> "FeaturePredictor":
+        """Build from a PaddleX ``SubModules.Recognition`` section and the ``Pxflow`` settings."""
         return cls(
             model_name=sub.get("model_name"),
             model_dir=sub.get("model_dir"),
             device=device,
-            backend=px.get("backend", "auto"),
-            cpu_threads=px.get("cpu_threads"),
+            backend=settings.backend,
+            cpu_threads=settings.cpu_threads,
             batch_size=int(sub.get("batch_size") or 1),
         )

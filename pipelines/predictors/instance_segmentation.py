@@ -1,4 +1,4 @@
-"""An instance-segmentation model: the detection model plus the mask output of PaddleX's exports.
+"""The instance-segmentation predictor: a box predictor whose exports also output masks.
 
 Two output layouts exist (PaddleX 3.7.2 ``InstanceSegRunnerPredictor._format_output``):
 
@@ -24,10 +24,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..models.backends import batch_sizes
-from ..object_detection.model import DetectionModel
 from ..ops.boxes import Threshold, clip_boxes, filter_by_threshold, label_for, parse_threshold, split_by_counts
 from ..ops.masks import binarize, fit_to_frame, mask_to_box
 from ..ops.preprocess import Sample, to_batch
+from .detection import BoxPredictor
 
 #: exports PaddleX runs one image at a time (their graphs mishandle batches)
 ONE_IMAGE_MODELS = frozenset(
@@ -44,14 +44,16 @@ class RawInstances:
     boxes_from_masks: bool = False  # SOLOv2: rows carry no box
 
 
-class InstanceSegModel(DetectionModel):
-    """:class:`DetectionModel` whose :meth:`infer` also returns each image's masks."""
+class InstanceSegPredictor(BoxPredictor):
+    """Mask-RT-DETR, MaskRCNN, SOLOv2 ... : :meth:`infer` returns each image's rows and masks."""
+
+    module_names = ("instance_segmentation",)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.one_image = self.model_name in ONE_IMAGE_MODELS
 
-    def infer(self, samples: Sequence[Sample]) -> list[RawInstances]:  # type: ignore[override]
+    def infer(self, samples: Sequence[Sample]) -> list[RawInstances]:
         out: list[RawInstances] = []
         start = 0
         limit = 1 if self.one_image else self.backend.max_batch

@@ -1,12 +1,13 @@
-"""A detection model: preprocessing from its ``inference.yml``, a backend, box postprocessing.
+"""The detection predictor: preprocessing from its ``inference.yml``, a backend, box postprocessing.
 
-Other pipelines reuse it whole: small-object slicing, PP-ShiTu's mainbody
-detector and SAM's box prompts from a detector.
+Serves PaddleX's ``object_detection`` and ``small_object_detection`` modules (PicoDet,
+PP-YOLOE+, RT-DETR ... exports; PP-ShiTuV2's mainbody detector is one too). Pipelines
+compose it: plain detection, sliced small-object detection, PP-ShiTu's first stage.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -14,10 +15,15 @@ from ..models import open_model
 from ..models.backends import batch_sizes
 from ..ops.boxes import Threshold, clip_boxes, filter_by_threshold, label_for, parse_threshold, split_by_counts
 from ..ops.preprocess import Preprocessor, Resize, Sample, to_batch
+from ..settings import PxflowSettings
+from .base import Predictor
 
 
-class DetectionModel:
-    """Load once, then :meth:`preprocess` per image (any thread) and :meth:`infer` per batch."""
+class BoxPredictor(Predictor):
+    """What box-producing predictors share: the model, its preprocessing, labels and thresholds.
+
+    Subclasses define :meth:`infer` (their raw output differs: rows, or rows plus masks).
+    """
 
     def __init__(
         self,
@@ -45,6 +51,26 @@ class DetectionModel:
 
     def preprocess(self, image_bgr: np.ndarray) -> Sample:
         return self.preprocessor(image_bgr)
+
+    @classmethod
+    def from_submodule(cls, sub: Mapping[str, Any], settings: PxflowSettings, device: str):
+        """Build from a PaddleX ``SubModules.<X>`` section and the ``Pxflow`` settings."""
+        return cls(
+            model_name=sub.get("model_name"),
+            model_dir=sub.get("model_dir"),
+            device=device,
+            backend=settings.backend,
+            cpu_threads=settings.cpu_threads,
+            batch_size=int(sub.get("batch_size") or 1),
+            threshold=sub.get("threshold"),
+            img_size=sub.get("img_size"),
+        )
+
+
+class DetectionPredictor(BoxPredictor):
+    """Load once, then :meth:`preprocess` per image (any thread) and :meth:`infer` per batch."""
+
+    module_names = ("object_detection", "small_object_detection", "mainbody_detection")
 
     def infer(self, samples: Sequence[Sample]) -> list[np.ndarray]:
         """Raw ``[n_i, 6]`` rows per sample (original-image pixels), before thresholding."""
@@ -77,17 +103,3 @@ class DetectionModel:
         samples = [self.preprocess(img) for img in images]
         raws = self.infer(samples)
         return [self.postprocess(raw, img.shape[1], img.shape[0], threshold) for raw, img in zip(raws, images)]
-
-    @classmethod
-    def from_submodule(cls, sub: dict[str, Any], px: dict[str, Any], device: str) -> "DetectionModel":
-        """Build from a PaddleX ``SubModules.<X>`` section and the ``Pxflow`` section."""
-        return cls(
-            model_name=sub.get("model_name"),
-            model_dir=sub.get("model_dir"),
-            device=device,
-            backend=px.get("backend", "auto"),
-            cpu_threads=px.get("cpu_threads"),
-            batch_size=int(sub.get("batch_size") or 1),
-            threshold=sub.get("threshold"),
-            img_size=sub.get("img_size"),
-        )

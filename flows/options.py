@@ -1,0 +1,46 @@
+"""The options every bulk flow shares (``annotate``, ``backfill``), as one typed parameter.
+
+Prefect builds a flow's parameter schema from its signature, so a pydantic model here
+gives the UI and deployments one documented, validated ``options`` object instead of
+the same 13 parameters repeated in every flow.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pxflow.tasks.job import DEFAULT_DOWNLOAD_WORKERS
+from pxflow.tasks.shards import DEFAULT_SHARD_SIZE
+
+from .runners import runner_names
+
+
+class AnnotateOptions(BaseModel):
+    """How to annotate: which pipeline and model, which options, how to fan out."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pipeline: str = Field("object_detection", description="pipeline name (object_detection ...) or a pipeline YAML path")
+    model_dir: str | None = Field(None, description="the pipeline's primary model directory (local or s3://)")
+    threshold: float | dict[int, float] | None = Field(None, description="score threshold: a float or {cls_id: float}")
+    backend: str | None = Field(None, description="inference backend: auto, paddle or onnxruntime")
+    predict_kwargs: dict[str, Any] | None = Field(
+        None, description="more predict() options (prompt_type, prompt, index, ...)"
+    )
+    set: list[str] = Field(default_factory=list, description="config overrides KEY.PATH=VALUE, e.g. SubModules.Detection.model_dir=/m")
+    shard_size: int = Field(DEFAULT_SHARD_SIZE, ge=1, description="images per shard")
+    concurrency: int = Field(2, ge=1, description="shards processed at once (threads or worker processes)")
+    runner: str = Field("thread", description="task runner: " + ", ".join(runner_names()))
+    dask_address: str | None = Field(None, description="an existing Dask scheduler (runner dask)")
+    force: bool = Field(False, description="recompute shards that are already committed")
+    download_workers: int = Field(DEFAULT_DOWNLOAD_WORKERS, ge=1, description="download/decode threads per shard")
+    s3_block: str | None = Field(None, description="name of a Prefect Secret block with S3 settings (JSON)")
+
+    @field_validator("runner")
+    @classmethod
+    def _known_runner(cls, value: str) -> str:
+        if value not in runner_names():
+            raise ValueError(f"runner must be one of {runner_names()}, got {value!r}")
+        return value

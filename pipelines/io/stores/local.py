@@ -1,0 +1,170 @@
+"""Local files: plain paths and ``file://`` URIs."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from typing import Iterable, Iterator
+from urllib.parse import unquote, urlparse
+
+from ..errors import InputError
+from ..uri import ParsedURI
+from .base import ObjectInfo, Store, has_suffix, normalize_suffixes
+
+log = logging.getLogger(__name__)
+
+
+def local_etag(st: os.stat_result) -> str:
+    """A cheap change detector for a local file: mtime and size."""
+    return f"{st.st_mtime_ns:x}-{st.st_size:x}"
+
+
+def atomic_write_local(path: str, data: bytes) -> None:
+    """A temporary file in the same directory, fsync, then ``os.replace``."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class LocalStore(Store):
+    """The local filesystem. ``ObjectInfo.uri`` of listed entries are plain absolute paths."""
+
+    schemes = ("file",)
+
+    @classmethod
+    def parse(cls, uri: str) -> ParsedURI:
+        text = uri
+        if text[:7].lower() == "file://":
+            text = unquote(urlparse(text).path)
+        return ParsedURI("file", "", os.path.abspath(os.path.expanduser(text)))
+
+    def _path(self, uri: str) -> str:
+        return self.parse(os.fspath(uri)).path
+
+    # ------------------------------------------------------------ reads
+    def read_object(self, uri: str) -> tuple[bytes, ObjectInfo]:
+        try:
+            with open(self._path(uri), "rb") as f:
+                st = os.fstat(f.fileno())
+                data = f.read()
+        except FileNotFoundError:
+            raise InputError(uri, "not_found", "no such file") from None
+        except IsADirectoryError:
+            raise InputError(uri, "not_found", "is a directory, not a file") from None
+        except OSError as exc:
+            raise InputError(uri, "download_failed", f"cannot read: {exc}") from exc
+        return data, ObjectInfo(uri, len(data), local_etag(st))
+
+    def stat(self, uri: str) -> ObjectInfo | None:
+        try:
+            st = os.stat(self._path(uri))
+        except FileNotFoundError:
+            return None
+        return ObjectInfo(uri, st.st_size, local_etag(st))
+
+    def exists(self, uri: str) -> bool:
+        return os.path.exists(self._path(uri))
+
+    def is_dir(self, uri: str) -> bool:
+        return os.path.isdir(self._path(uri))
+
+    # ------------------------------------------------------------ listing
+    def list_objects(
+        self, prefix: str, suffixes: Iterable[str] | None = None, page_size: int = 1000
+    ) -> Iterator[ObjectInfo]:
+        """Recursive, sorted by name at each level, one directory held at a time.
+
+        Robust to what real trees contain: a dangling symlink or an entry that
+        cannot be read is skipped with a warning; a symlink loop is not
+        followed (each real directory is visited once); names that are not
+        valid UTF-8 are listed (surrogate-escaped, as ``os`` gives them).
+        """
+        root = self._path(prefix)
+        if os.path.isfile(root):
+            st = os.stat(root)
+            yield ObjectInfo(root, st.st_size, local_etag(st))
+            return
+        yield from self._walk(root, normalize_suffixes(suffixes), set())
+
+    def _walk(self, directory: str, suffixes: tuple[str, ...] | None, visited: set[str]) -> Iterator[ObjectInfo]:
+        try:
+            real = os.path.realpath(directory)
+        except OSError as exc:
+            log.warning("skipping %s: %s", ascii(directory), exc)
+            return
+        if real in visited:
+            log.warning("skipping %s: already listed as %s (symlink loop or duplicate link)", ascii(directory), ascii(real))
+            return
+        visited.add(real)
+        try:
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except FileNotFoundError:
+            return
+        except OSError as exc:  # permission denied, not a directory, I/O error
+            log.warning("skipping directory %s: %s", ascii(directory), exc)
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=True):
+                    yield from self._walk(entry.path, suffixes, visited)
+                    continue
+                if not has_suffix(entry.name, suffixes):
+                    continue
+                st = entry.stat(follow_symlinks=True)
+            except OSError as exc:  # dangling symlink, permission denied, vanished meanwhile
+                log.warning("skipping %s: %s", ascii(entry.path), exc)
+                continue
+            yield ObjectInfo(entry.path, st.st_size, local_etag(st))
+
+    def list_children(self, prefix: str) -> Iterator[str]:
+        try:
+            with os.scandir(self._path(prefix)) as it:
+                names = []
+                for e in it:
+                    try:
+                        if e.is_dir() and not e.name.startswith("."):
+                            names.append(e.name)
+                    except OSError as exc:
+                        log.warning("skipping %s: %s", ascii(e.path), exc)
+        except FileNotFoundError:
+            return
+        yield from sorted(names)
+
+    # ------------------------------------------------------------ writes
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        atomic_write_local(self._path(uri), data)
+
+    def download_file(self, uri: str, local_path: str) -> None:
+        atomic_write_local(os.path.abspath(local_path), self.read_bytes(uri))
+
+    def delete(self, uri: str) -> None:
+        try:
+            os.unlink(self._path(uri))
+        except FileNotFoundError:
+            pass
+
+    def move(self, src: str, dst: str) -> None:
+        """An ``os.replace``: readers of ``dst`` see the old file or the whole new one."""
+        s, d = self._path(src), self._path(dst)
+        os.makedirs(os.path.dirname(d), exist_ok=True)
+        os.replace(s, d)
+
+    def arrow_filesystem(self, uri: str):
+        from pyarrow import fs
+
+        return fs.LocalFileSystem(), self._path(uri)

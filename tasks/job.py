@@ -1,0 +1,89 @@
+"""What every shard of one annotate run shares, resolved once before any shard starts.
+
+:func:`prepare_job` turns the flow's options into an :class:`AnnotateJob`: the pipeline
+config with overrides applied (:func:`pxflow.pipelines.overrides.apply_overrides`), the
+identity of every model it will use (``Pipeline.identity``: nothing is loaded) and the run
+key. The job is small and picklable (Dask and Ray ship it) and holds no secret: S3
+settings travel as a Prefect block *name*, resolved in the worker (:mod:`.credentials`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pxflow.pipelines.config import load_config
+from pxflow.pipelines.overrides import apply_overrides
+from pxflow.pipelines.registry import pipeline_class
+
+from .shards import OutputLayout, run_key
+
+#: loader threads per shard: downloads are latency-bound, so more than the cores
+DEFAULT_DOWNLOAD_WORKERS = 8
+
+
+@dataclass(frozen=True)
+class AnnotateJob:
+    """Everything a shard task needs besides its URIs."""
+
+    config: dict[str, Any]
+    predict_kwargs: dict[str, Any]
+    run_key: str
+    pipeline: str
+    model_name: str
+    model_sha256: str
+    output: str
+    partition: str | None = None
+    force: bool = False
+    s3_block: str | None = None  # a Prefect Secret block name; its value never leaves the worker
+
+    @property
+    def layout(self) -> OutputLayout:
+        return OutputLayout(self.output, self.run_key, self.partition)
+
+
+def prepare_job(
+    output: str,
+    pipeline: str = "object_detection",
+    model_dir: str | None = None,
+    threshold: Any = None,
+    backend: str | None = None,
+    predict_kwargs: dict[str, Any] | None = None,
+    partition: str | None = None,
+    force: bool = False,
+    download_workers: int = DEFAULT_DOWNLOAD_WORKERS,
+    cpu_threads: int | None = None,
+    s3_block: str | None = None,
+    assignments: tuple[str, ...] = (),
+) -> AnnotateJob:
+    """Config (YAML < parameters), model identity and run key: everything shards share.
+
+    Raises ``ValueError`` for a bad pipeline, option or model before any work is fanned out.
+    """
+    kwargs = dict(predict_kwargs or {})
+    if threshold is not None:
+        kwargs["threshold"] = threshold
+    base = load_config(pipeline)
+    workers = max(1, int(download_workers))
+    settings = {
+        "backend": backend,
+        "cpu_threads": cpu_threads,
+        "load_workers": workers,
+        "prefetch": max(int((base.get("Pxflow") or {}).get("prefetch") or 8), 2 * workers),
+    }
+    config = apply_overrides(base, model_dir=model_dir, settings=settings, assignments=assignments, options=kwargs)
+    identity = pipeline_class(config["pipeline_name"]).identity(config, kwargs)
+    if not identity.models:
+        raise ValueError("the pipeline config names no model (SubModules.*.model_name/model_dir)")
+    return AnnotateJob(
+        config=config,
+        predict_kwargs=kwargs,
+        run_key=run_key(config, identity, kwargs),
+        pipeline=str(config["pipeline_name"]),
+        model_name=identity.model_name,
+        model_sha256=identity.model_sha256,
+        output=output,
+        partition=partition,
+        force=force,
+        s3_block=s3_block,
+    )

@@ -1,0 +1,39 @@
+"""``toy_classifier``: one label per image, no boxes, no masks."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from pxflow.pipelines.base import Prepared, SinglePredictorPipeline
+from pxflow.pipelines.results import BaseResult
+from pxflow.pipelines.results.records import ObjectRecord
+
+
+class ClassResult(BaseResult):
+    """PaddleX's classification result shape: ``{input_path, class_ids, scores, label_names}``."""
+
+    def object_records(self) -> list[ObjectRecord]:
+        return [
+            ObjectRecord(cls_id=c, label=name, score=s)
+            for c, s, name in zip(self.data["class_ids"], self.data["scores"], self.data["label_names"])
+        ]
+
+
+class ToyClassifierPipeline(SinglePredictorPipeline):
+    pipeline_name = "toy_classifier"
+    result_class = ClassResult
+    submodules = {"ImageClassification": "image_classification"}
+    primary_submodule = "ImageClassification"
+    default_module = "image_classification"
+
+    def run_batch(self, batch: Sequence[Prepared], **kwargs: Any) -> list[ClassResult]:
+        results = []
+        for p, top in zip(batch, self.model.classify([p.payload for p in batch])):
+            data = {
+                "input_path": p.item.uri,
+                "class_ids": [t["class_id"] for t in top],
+                "scores": [t["score"] for t in top],
+                "label_names": [t["label"] for t in top],
+            }
+            results.append(ClassResult(data, p.image, p.index))
+        return results
