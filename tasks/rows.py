@@ -9,6 +9,7 @@ shard. Masks are COCO compressed RLE on the full image frame (docs/schema.md).
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any, Sequence
 
 import pyarrow as pa
@@ -60,11 +61,15 @@ IMAGES_SCHEMA = pa.schema(
         pa.field("status", pa.string(), nullable=False),
         pa.field("error_type", pa.string()),
         pa.field("error_message", pa.string()),
+        # a failure that may pass later (throttling, 5xx, an outage): the next run tries the input again
+        pa.field("retryable", pa.bool_(), nullable=False),
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
         pa.field("num_objects", pa.int32(), nullable=False),
         pa.field("download_ms", pa.float32()),
         pa.field("decode_ms", pa.float32()),
+        pa.field("annotated_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("flow_run_id", pa.string()),
     ]
 )
 
@@ -72,7 +77,11 @@ IMAGES_SCHEMA = pa.schema(
 class RowBuilder:
     """Accumulates one shard's rows; constant per-row fields are given once."""
 
-    def __init__(self, run_key: str, pipeline: str, model_name: str, model_sha256: str, shard_id: str) -> None:
+    def __init__(
+        self, run_key: str, pipeline: str, model_name: str, model_sha256: str, shard_id: str, flow_run_id: str | None = None
+    ) -> None:
+        self.flow_run_id = flow_run_id
+        self.annotated_at = datetime.now(timezone.utc)
         self.common = {
             "run_key": run_key,
             "pipeline": pipeline,
@@ -94,9 +103,13 @@ class RowBuilder:
             "download_ms": meta.get("download_ms"),
             "decode_ms": meta.get("decode_ms"),
             "num_objects": 0,
+            "retryable": False,
+            "annotated_at": self.annotated_at,
+            "flow_run_id": self.flow_run_id,
         }
         if not result.ok:
-            row.update(status="error", error_type=result.error_type, error_message=result.error_message)
+            row.update(status="error", error_type=result.error_type, error_message=result.error_message,
+                       retryable=bool(meta.get("transient")))
             self.images.append(row)
             return row
         try:
@@ -133,6 +146,7 @@ def summarize(images: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "n_inputs": len(images),
         "n_ok": ok,
         "n_error": len(images) - ok,
+        "n_retryable": sum(1 for r in images if r.get("retryable")),
         "n_objects": sum(r["num_objects"] for r in images),
         "error_types": errors,
     }

@@ -206,6 +206,10 @@ class Storage:
         """``(pyarrow.fs.FileSystem, path)`` for ``uri``, for Arrow/Parquet readers and writers."""
         return self.store_for(uri).arrow_filesystem(os.fspath(uri))
 
+    def table_location(self, uri: str) -> tuple[str, dict[str, str]]:
+        """``(table URI, storage_options)`` for a Delta table at ``uri`` (deltalake / Polars / DuckDB readers)."""
+        return self.store_for(uri).table_location(os.fspath(uri))
+
 
 # ---------------------------------------------------------------- the default Storage
 

@@ -145,3 +145,7 @@ class Store(ABC):
     def arrow_filesystem(self, uri: str):
         """``(pyarrow.fs.FileSystem, path)`` for ``uri``."""
         raise self._unsupported("give an Arrow filesystem for", uri)
+
+    def table_location(self, uri: str) -> tuple[str, dict[str, str]]:
+        """``(table URI, storage_options)`` for a Delta table (delta-rs's object store) at ``uri``."""
+        raise self._unsupported("hold a Delta table at", uri)

@@ -168,3 +168,6 @@ class LocalStore(Store):
         from pyarrow import fs
 
         return fs.LocalFileSystem(), self._path(uri)
+
+    def table_location(self, uri: str) -> tuple[str, dict[str, str]]:
+        return self._path(uri), {}

@@ -298,6 +298,22 @@ class S3Store(Store):
         client.copy({"Bucket": s.bucket, "Key": s.path}, d.bucket, d.path)  # managed: multipart above 5 GB
         client.delete_object(Bucket=s.bucket, Key=s.path)
 
+    def table_location(self, uri: str) -> tuple[str, dict[str, str]]:
+        """delta-rs options from the same settings; commits use conditional puts (``If-None-Match``),
+        so concurrent writers of one table never overwrite each other's log entries."""
+        options = {"AWS_REGION": self.settings.resolved_region(), "conditional_put": "etag"}
+        endpoint = self.settings.resolved_endpoint()
+        if endpoint:
+            options["AWS_ENDPOINT_URL"] = endpoint
+            options["AWS_ALLOW_HTTP"] = "true" if endpoint.startswith("http://") else "false"
+            options["AWS_VIRTUAL_HOSTED_STYLE_REQUEST"] = "false"
+        creds = self.settings.resolved_credentials()
+        for ours, theirs in (("aws_access_key_id", "AWS_ACCESS_KEY_ID"), ("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+                             ("aws_session_token", "AWS_SESSION_TOKEN")):
+            if creds.get(ours):
+                options[theirs] = creds[ours]
+        return uri.rstrip("/"), options
+
     def arrow_filesystem(self, uri: str):
         from pyarrow import fs
 

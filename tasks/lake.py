@@ -1,0 +1,205 @@
+"""The output tables: Delta Lake tables (delta-rs) under the output root, written exactly once per shard.
+
+``<output>/images``, ``<output>/objects`` and ``<output>/runs`` are Delta tables: Parquet data
+files (zstd) plus a transaction log, so Polars (``read_delta``), DuckDB, Spark and
+``DeltaTable(...).to_pyarrow_dataset()`` read a consistent snapshot, and old snapshots stay
+reachable by version (time travel). On S3 the log is committed with conditional puts
+(delta-rs ``conditional_put=etag``), so concurrent writers never lose a commit.
+
+A shard commits each table once, in one Delta transaction that *replaces* the rows of its
+inputs for its run key (``overwrite`` with a predicate: delete-matching + add, atomically)
+and records an application transaction ``pxflow/<run_key>/<shard_id>``. So:
+
+- rerunning a shard, or two processes running the same shard, leaves one row per input;
+  a loser of a concurrent commit fails (delta-rs conflict check) and its retry finds the
+  shard done or replaces identical rows;
+- a changed image's ``images`` row and ``objects`` rows are replaced, never duplicated;
+- ``objects`` is committed before ``images``: the ``images`` row is what planning reads,
+  so a crash between the two makes the next run redo the shard (replacing its objects).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pxflow.pipelines.io.storage import Storage
+from pxflow.pipelines.io.uri import join_uri
+
+#: table name -> the columns identifying one row's input (what a shard's commit replaces)
+TABLES = ("images", "objects", "runs")
+WRITER_COMPRESSION = "ZSTD"
+
+
+class PartitionMismatchError(ValueError):
+    """A write whose partitioning differs from the table's (fixed when the table was created)."""
+
+
+def parse_partition(partition: str | None) -> tuple[str, str] | None:
+    """``"dt=2024-01-01"`` -> ``("dt", "2024-01-01")``; a clear error for anything else."""
+    if not partition:
+        return None
+    key, sep, value = partition.partition("=")
+    if not sep or not key.isidentifier() or not value or "/" in value:
+        raise ValueError(f"partition must look like name=value (e.g. dt=2024-01-01), got {partition!r}")
+    return key, value
+
+
+def sql_literal(value: str) -> str:
+    """A string as a SQL literal for delta-rs predicates (quotes doubled)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _writer_properties():
+    from deltalake import WriterProperties
+
+    return WriterProperties(compression=WRITER_COMPRESSION)
+
+
+@dataclass
+class Lake:
+    """The tables under one output root, reached through ``storage`` (its S3 settings)."""
+
+    output: str
+    storage: Storage
+
+    # -- locations -------------------------------------------------------------------------
+    def location(self, table: str) -> tuple[str, dict[str, str]]:
+        if table not in TABLES:
+            raise ValueError(f"unknown table {table!r}; tables: {TABLES}")
+        return self.storage.table_location(join_uri(self.output, table))
+
+    def open(self, table: str, version: int | None = None):
+        """The table's current (or given) version, or None when it does not exist yet."""
+        from deltalake import DeltaTable
+
+        uri, options = self.location(table)
+        if not DeltaTable.is_deltatable(uri, storage_options=options):
+            return None
+        return DeltaTable(uri, version=version, storage_options=options)
+
+    def version(self, table: str) -> int | None:
+        found = self.open(table)
+        return None if found is None else found.version()
+
+    # -- reads -----------------------------------------------------------------------------
+    def dataset(self, table: str, version: int | None = None):
+        """A ``pyarrow.dataset`` of the table's snapshot (None when the table does not exist)."""
+        found = self.open(table, version)
+        return None if found is None else found.to_pyarrow_dataset()
+
+    def read(self, table: str, columns: Sequence[str] | None = None, filter: Any = None, version: int | None = None) -> pa.Table | None:
+        data = self.dataset(table, version)
+        return None if data is None else data.to_table(columns=list(columns) if columns else None, filter=filter)
+
+    def annotated(self, run_key: str, partition: str | None) -> dict[str, tuple[str | None, bool]]:
+        """``image_uri -> (etag, retryable)`` of this run key's current ``images`` rows (planning).
+
+        Reads three columns of one partition: never the objects, never the pixels.
+        """
+        data = self.dataset("images")
+        if data is None:
+            return {}
+        condition = pc.field("run_key") == run_key
+        part = parse_partition(partition)
+        if part and part[0] in data.schema.names:
+            condition = condition & (pc.field(part[0]) == part[1])
+        rows = data.to_table(columns=["image_uri", "etag", "retryable"], filter=condition)
+        uris, etags, retry = (rows.column(n).to_pylist() for n in ("image_uri", "etag", "retryable"))
+        return {u: (e, bool(r)) for u, e, r in zip(uris, etags, retry)}
+
+    def shard_committed(self, run_key: str, shard_id: str) -> bool:
+        found = self.open("images")
+        return found is not None and (found.transaction_version(app_id(run_key, shard_id)) or 0) >= 1
+
+    # -- writes ----------------------------------------------------------------------------
+    def check_partitioning(self, partition: str | None) -> None:
+        """Raise :class:`PartitionMismatchError` before any work when ``partition`` does not fit the tables."""
+        part = parse_partition(partition)
+        wanted = [part[0]] if part else []
+        for table in ("images", "objects"):
+            found = self.open(table)
+            if found is None:
+                continue
+            existing = list(found.metadata().partition_columns)
+            if existing != wanted:
+                raise PartitionMismatchError(
+                    f"{self.output}/{table} is partitioned by {existing or 'nothing'}; this run writes "
+                    f"{'partition ' + partition if partition else 'no partition'}. Partition columns are fixed when a "
+                    "table is created: use another --output, or the same partitioning as before."
+                )
+
+    def commit_shard(
+        self, run_key: str, shard_id: str, partition: str | None, uris: Sequence[str], objects: pa.Table, images: pa.Table
+    ) -> dict[str, int]:
+        """Replace this shard's inputs' rows in ``objects`` then ``images``; returns the new table versions."""
+        part = parse_partition(partition)
+        predicate = f"run_key = {sql_literal(run_key)}"
+        if part:
+            predicate += f" AND {part[0]} = {sql_literal(part[1])}"
+        predicate += " AND image_uri IN (" + ", ".join(sql_literal(u) for u in uris) + ")"
+        versions = {}
+        for name, data in (("objects", objects), ("images", images)):
+            versions[name] = self._replace(name, _with_partition(data, part), predicate, part, app_id(run_key, shard_id))
+        return versions
+
+    def _replace(self, table: str, data: pa.Table, predicate: str, part: tuple[str, str] | None, txn: str) -> int:
+        from deltalake import CommitProperties, Transaction, write_deltalake
+
+        uri, options = self.location(table)
+        existing = self.open(table)
+        commit = CommitProperties(app_transactions=[Transaction(txn, 1, int(time.time() * 1000))])
+        write_deltalake(
+            existing if existing is not None else uri,
+            data,
+            mode="overwrite" if existing is not None else "append",
+            predicate=predicate if existing is not None else None,
+            partition_by=[part[0]] if part and existing is None else None,
+            storage_options=None if existing is not None else options,
+            writer_properties=_writer_properties(),
+            commit_properties=commit,
+        )
+        return self.open(table).version()
+
+    def append(self, table: str, data: pa.Table, partition_by: Sequence[str] | None = None) -> int:
+        """A plain append (the ``runs`` table); returns the new version."""
+        from deltalake import write_deltalake
+
+        existing = self.open(table)
+        uri, options = self.location(table)
+        write_deltalake(
+            existing if existing is not None else uri,
+            data,
+            mode="append",
+            partition_by=list(partition_by) if partition_by and existing is None else None,
+            storage_options=None if existing is not None else options,
+            writer_properties=_writer_properties(),
+        )
+        return self.open(table).version()
+
+    def delete(self, table: str, predicate: str) -> int | None:
+        """Delete the rows matching ``predicate`` (one commit); returns the new version."""
+        found = self.open(table)
+        if found is None:
+            return None
+        found.delete(predicate)
+        return found.version()
+
+
+def app_id(run_key: str, shard_id: str) -> str:
+    """The Delta application-transaction id that marks a shard's commit."""
+    return f"pxflow/{run_key}/{shard_id}"
+
+
+def _with_partition(data: pa.Table, part: tuple[str, str] | None) -> pa.Table:
+    if not part:
+        return data
+    return data.append_column(pa.field(part[0], pa.string(), nullable=False), pa.array([part[1]] * data.num_rows, pa.string()))
+
+
+def in_list(column: str, values: Iterable[str]) -> str:
+    return f"{column} IN (" + ", ".join(sql_literal(v) for v in values) + ")"
