@@ -1,38 +1,54 @@
-"""The ``annotate`` flow: object storage -> deterministic shards -> workers -> Parquet.
+"""The ``annotate`` flow: object storage -> incremental plan -> shards on workers -> Delta tables.
 
 1. Resolve the pipeline config, every model's identity and the run key once
-   (:func:`pxflow.tasks.job.prepare_job`; nothing is loaded).
-2. Stream the input listing (or manifest) and cut it into shards as it arrives;
-   each shard becomes one ``annotate-shard`` task run on the chosen task runner
-   (:mod:`.runners`), with a bounded number in flight so a million-key listing never
-   turns into a million futures.
-3. Tasks skip committed shards, so a rerun resumes; ``force`` recomputes.
-4. The flow writes the run manifest and a Prefect table artifact (:mod:`.summary`) and
-   compares the inputs it listed with the ``images`` rows the shards committed. Any
-   shard that still failed after its retries fails the flow, after the manifest records
-   it; rerunning picks up exactly the missing shards.
+   (:func:`pxflow.tasks.job.prepare_job`; nothing is loaded), and check that the
+   partitioning fits the output tables before any work.
+2. Plan incrementally (:mod:`pxflow.tasks.plan`): stream the listing (or manifest), keep
+   the inputs with no row for this run key, with changed content, or with a retryable
+   failure; cut them into shards as they arrive, each one ``annotate-shard`` task run on
+   the chosen task runner (:mod:`.runners`), a bounded number in flight.
+3. Each shard commits its rows exactly once (:mod:`pxflow.tasks.lake`). ``replace``
+   stages the whole partition and swaps it in with one commit per table; ``prune`` drops
+   rows whose input is no longer listed.
+4. The run appends its row to the ``runs`` table and publishes a Prefect artifact naming
+   the table versions it produced. A run with failed shards or retryable failures is not
+   complete: it fails, and the next run picks up exactly what is missing.
 """
 
 from __future__ import annotations
 
-import json
 import time
+import uuid
 from collections import deque
+from dataclasses import replace as replace_fields
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.futures import as_completed
 
 from pxflow.pipelines.io.manifest import iter_entries
+from pxflow.pipelines.io.uri import join_uri
 from pxflow.tasks.annotate_shard import annotate_shard
 from pxflow.tasks.credentials import storage_for
+from pxflow.tasks.faults import checkpoint
 from pxflow.tasks.job import AnnotateJob, prepare_job
-from pxflow.tasks.shards import plan_shards
+from pxflow.tasks.lake import Lake
+from pxflow.tasks.maintenance import prune_missing, swap_in_staging
+from pxflow.tasks.model_cache import checked_pipeline
+from pxflow.tasks.plan import PlanStats, plan
 
 from .options import AnnotateOptions
 from .progress import report
-from .summary import build_manifest, publish_summary
 from .runners import make_task_runner, threads_per_worker
+from .summary import publish_summary, run_summary
+
+
+class EmptyInputError(ValueError):
+    """The input lists nothing (a typo, a wrong scheme): not a successful run."""
+
+
+class IncompleteRunError(RuntimeError):
+    """Some inputs have no row yet or only a retryable failure; rerun to finish."""
 
 
 def job_for(output: str, options: AnnotateOptions, partition: str | None = None) -> AnnotateJob:
@@ -45,7 +61,6 @@ def job_for(output: str, options: AnnotateOptions, partition: str | None = None)
         backend=options.backend,
         predict_kwargs=options.predict_kwargs,
         partition=partition,
-        force=options.force,
         download_workers=options.download_workers,
         cpu_threads=threads_per_worker(options.runner, options.concurrency, options.dask_address),
         s3_block=options.s3_block,
@@ -54,18 +69,20 @@ def job_for(output: str, options: AnnotateOptions, partition: str | None = None)
 
 
 @flow(name="annotate-shards", validate_parameters=False)
-def run_shards(job: AnnotateJob, input: str, shard_size: int, max_in_flight: int) -> dict[str, Any]:
-    """Stream shards of ``input`` to ``annotate-shard`` tasks on this flow's task runner."""
+def run_shards(job: AnnotateJob, input: str, shard_size: int, max_in_flight: int, everything: bool) -> dict[str, Any]:
+    """Plan ``input`` against the tables and stream its shards to ``annotate-shard`` tasks."""
     logger = get_run_logger()
+    storage = storage_for(job.s3_block)
+    annotated = {} if everything else Lake(job.output, storage).annotated(job.run_key, job.partition)
+    stats = PlanStats()
     pending: deque = deque()
     shard_of: dict[int, str] = {}
     summaries: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
-    listed = planned = 0
 
     def progress(listing_done: bool) -> None:
-        report(shards_done=len(summaries) + len(failures), shards_planned=planned,
-               images_done=sum(s["n_inputs"] for s in summaries), listed=listed, listing_done=listing_done)
+        report(shards_done=len(summaries) + len(failures), shards_planned=stats.shards,
+               images_done=sum(s["n_inputs"] for s in summaries), listed=stats.todo, listing_done=listing_done)
 
     def collect_one() -> None:
         future = next(as_completed(list(pending)))
@@ -78,16 +95,17 @@ def run_shards(job: AnnotateJob, input: str, shard_size: int, max_in_flight: int
             logger.error("shard %s failed after retries: %s", shard, exc)
         else:
             summaries.append(summary)
-            logger.info(
-                "shard %s %s: %d images (%d errors), %d objects",
-                summary["shard_id"], "skipped (committed)" if summary.get("skipped") else "done",
-                summary["n_inputs"], summary["n_error"], summary["n_objects"],
-            )
+            logger.info("shard %s %s: %d images (%d errors), %d objects", summary["shard_id"],
+                        "skipped (committed)" if summary.get("skipped") else "done",
+                        summary["n_inputs"], summary["n_error"], summary["n_objects"])
         progress(False)
 
-    for shard in plan_shards_of(input, job, shard_size):
-        listed += len(shard)
-        planned += 1
+    shards = plan(iter_entries(input, storage), annotated, shard_size, storage, stats, everything)
+    first = True
+    for shard in shards:
+        if first:
+            checkpoint("after_plan")
+            first = False
         options = list(shard.options) if shard.options else None
         future = annotate_shard.submit(job, shard.shard_id, shard.index, list(shard.uris), options)
         shard_of[id(future)] = shard.shard_id
@@ -97,46 +115,68 @@ def run_shards(job: AnnotateJob, input: str, shard_size: int, max_in_flight: int
     progress(True)
     while pending:
         collect_one()
+    if stats.duplicates:
+        logger.warning("%d input(s) were listed more than once and annotated once", stats.duplicates)
     summaries.sort(key=lambda s: s.get("shard_index", 0))
-    return {"listed": listed, "planned": planned, "summaries": summaries, "failures": failures}
+    return {"plan": stats.as_dict(), "listed_uris": stats.listed_uris, "summaries": summaries, "failures": failures}
 
 
-def plan_shards_of(input: str, job: AnnotateJob, shard_size: int):
-    """The shards of ``input`` (prefix, image or manifest) as listed through the job's storage."""
-    return plan_shards(iter_entries(input, storage_for(job.s3_block)), shard_size)
+def _run_name() -> str:
+    """``annotate-<pipeline>[-<partition>]``: what the run does, in the UI's run list."""
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters or {}
+    options = params.get("options") or {}
+    pipeline = getattr(options, "pipeline", None) or (options.get("pipeline") if isinstance(options, dict) else None)
+    name = f"annotate-{str(pipeline or 'object_detection').rsplit('/', 1)[-1]}"
+    return f"{name}-{params['partition']}" if params.get("partition") else name
 
 
-class IncompleteRunError(RuntimeError):
-    """Some inputs have no row yet (a shard failed after its retries); rerun to finish."""
-
-
-@flow(name="annotate", log_prints=True)
+@flow(name="annotate", log_prints=True, flow_run_name=_run_name)
 def annotate(
     input: str, output: str, options: AnnotateOptions | None = None, partition: str | None = None
 ) -> dict[str, Any]:
-    """Annotate every image under ``input`` (prefix or manifest) into Parquet under ``output``."""
+    """Annotate every image under ``input`` (prefix or manifest) into the Delta tables under ``output``."""
     from prefect.runtime import flow_run
 
     options = options or AnnotateOptions()
     logger = get_run_logger()
-    started = time.perf_counter()
+    started = time.time()
     job = job_for(output, options, partition)
+    storage = storage_for(job.s3_block)
+    lake = Lake(output, storage)
+    lake.check_partitioning(partition)
+    # bad options, prompts or models fail here, once, before any shard is planned
+    checked_pipeline(job.config, job.model_sha256, job.predict_kwargs, keep=options.runner == "thread")
+    run_id = str(flow_run.get_id() or uuid.uuid4().hex)
+    everything = options.force or options.replace
+    job = replace_fields(job, flow_run_id=run_id, force=everything,
+                         staging=join_uri(output, "_staging", run_id) if options.replace else None)
     logger.info("run key %s (%s, model %s sha256 %s…)", job.run_key, job.pipeline, job.model_name, job.model_sha256[:12])
     task_runner = make_task_runner(options.runner, options.concurrency, options.dask_address)
-    outcome = run_shards.with_options(task_runner=task_runner)(job, input, options.shard_size, max(2, 2 * options.concurrency))
-    manifest = build_manifest(job, input, options.shard_size, outcome, time.perf_counter() - started, flow_run.get_id())
-    manifest["manifest_uri"] = job.layout.manifest_uri()
-    storage_for(job.s3_block).write_bytes(manifest["manifest_uri"], json.dumps(manifest, indent=1, default=str).encode())
-    publish_summary(manifest)
-    logger.info(
-        "listed %d inputs, %d images rows (%d ok, %d error), %d objects; %d/%d shards committed (%d skipped)",
-        manifest["listed_inputs"], manifest["rows_images"], manifest["status_counts"]["ok"],
-        manifest["status_counts"]["error"], manifest["rows_objects"], manifest["shards_committed"],
-        manifest["shards_planned"], manifest["shards_skipped"],
+    outcome = run_shards.with_options(task_runner=task_runner)(
+        job, input, options.shard_size, max(2, 2 * options.concurrency), everything
     )
-    if not manifest["complete"]:
+    if outcome["plan"]["listed"] == 0 and not options.allow_empty:
+        raise EmptyInputError(f"{input} lists no images (a typo? pass allow_empty to accept an empty run)")
+    pruned = 0
+    if options.replace and not outcome["failures"]:
+        swap_in_staging(lake, Lake(job.staging, storage), job.run_key, partition)
+    if options.prune:
+        pruned = prune_missing(lake, job.run_key, partition, outcome["listed_uris"])
+    checkpoint("before_runs_row")
+    summary = run_summary(job, input, options, outcome, lake, started, run_id, pruned)
+    publish_summary(summary)
+    logger.info(
+        "listed %d inputs (%d unchanged, %d new, %d changed, %d retried), %d inferred (%d errors), %d objects; "
+        "%d/%d shards committed",
+        summary["listed"], summary["unchanged"], summary["new"], summary["changed"], summary["retried"],
+        summary["images_inferred"], summary["images_error"], summary["objects_written"],
+        summary["shards_committed"], summary["shards_planned"],
+    )
+    if not summary["complete"]:
         raise IncompleteRunError(
-            f"{manifest['listed_inputs'] - manifest['rows_images']} input(s) without a row; "
-            f"failed shards: {[f['shard_id'] for f in manifest['failed_shards']]} (rerun to resume)"
+            f"{len(summary['missing'])} input(s) without a row, {summary['images_retryable']} retryable failure(s), "
+            f"failed shards: {[f['shard_id'] for f in outcome['failures']]} (rerun to finish)"
         )
-    return manifest
+    return summary

@@ -1,10 +1,10 @@
 """The ``backfill`` flow: one ``annotate`` subflow per Hive date partition between two dates.
 
-The input prefix holds ``dt=YYYY-MM-DD/`` partitions; each one in
-``[start, end]`` is annotated into the same partition of the output
-(``<output>/objects/dt=.../run=<key>/...``). A partition is done when its run
-manifest for this run key says ``complete``; done partitions are skipped (pass
-``force`` to recompute), so a rerun after a failure continues where it stopped.
+The input prefix holds ``dt=YYYY-MM-DD/`` partitions; each one in ``[start, end]`` is
+annotated into the same partition (the ``dt`` column) of the output tables. Every
+partition is planned incrementally, so a rerun skips what is done, finishes what a
+failure left, and picks up a late file in an old partition (just that file). One Prefect
+artifact per partition (its ``annotate`` subflow's) plus this flow's summary.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from pxflow.pipelines.io.uri import join_uri
-from pxflow.tasks.annotate_shard import read_marker
-from pxflow.tasks.credentials import storage_for
-from pxflow.tasks.shards import OutputLayout
+from prefect.artifacts import create_table_artifact
 
-from .annotate import annotate, job_for
+from pxflow.pipelines.io.uri import join_uri
+from pxflow.tasks.credentials import storage_for
+
+from .annotate import annotate
 from .options import AnnotateOptions
 
 PARTITION = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
@@ -52,26 +52,29 @@ def date_partitions(prefix: str, start: str, end: str, storage=None) -> list[str
     return out
 
 
-@flow(name="backfill", log_prints=True)
+@flow(name="backfill", log_prints=True, flow_run_name="backfill-{start}-{end}")
 def backfill(input: str, output: str, start: str, end: str, options: AnnotateOptions | None = None) -> dict[str, Any]:
-    """Annotate every date partition of ``input`` in ``[start, end]``; skip partitions already complete."""
+    """Annotate every date partition of ``input`` in ``[start, end]``, incrementally."""
     options = options or AnnotateOptions()
     logger = get_run_logger()
-    storage = storage_for(options.s3_block)
-    partitions = date_partitions(input, start, end, storage)
+    partitions = date_partitions(input, start, end, storage_for(options.s3_block))
     logger.info("%d partition(s) between %s and %s under %s", len(partitions), start, end, input)
-    done, ran, failed = [], [], []
-    key = job_for(output, options).run_key if partitions else ""
+    per_partition: list[dict[str, Any]] = []
+    failed = []
     for name in partitions:
-        layout = OutputLayout(output, key, name)
-        previous = None if options.force else read_marker(layout.manifest_uri(), storage)
-        if previous and previous.get("complete"):
-            logger.info("partition %s already complete (%d images); skipped", name, previous["rows_images"])
-            done.append(name)
-            continue
         state = annotate(input=join_uri(input, name), output=output, options=options, partition=name, return_state=True)
-        (ran if state.is_completed() else failed).append(name)
-    summary = {"partitions": partitions, "skipped": done, "annotated": ran, "failed": failed}
+        if state.is_completed():
+            result = state.result()
+            per_partition.append({"partition": name, "listed": result["listed"], "inferred": result["images_inferred"],
+                                  "unchanged": result["unchanged"], "errors": result["images_error"]})
+        else:
+            failed.append(name)
+            per_partition.append({"partition": name, "listed": None, "inferred": None, "unchanged": None, "errors": None})
+    create_table_artifact(table=per_partition, key="backfill-summary",
+                          description=f"backfill {start}..{end}: {len(partitions)} partition(s), {len(failed)} failed")
+    summary = {"partitions": partitions, "per_partition": per_partition, "failed": failed,
+               "annotated": [p["partition"] for p in per_partition if p["inferred"]],
+               "unchanged": [p["partition"] for p in per_partition if p["inferred"] == 0]}
     if failed:
         raise RuntimeError(f"backfill: partitions failed: {failed} (rerun to resume them)")
     return summary

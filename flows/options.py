@@ -34,7 +34,10 @@ class AnnotateOptions(BaseModel):
     concurrency: int = Field(2, ge=1, description="shards processed at once (threads or worker processes)")
     runner: str = Field("thread", description="task runner: " + ", ".join(runner_names()))
     dask_address: str | None = Field(None, description="an existing Dask scheduler (runner dask)")
-    force: bool = Field(False, description="recompute shards that are already committed")
+    force: bool = Field(False, description="re-annotate every input, even unchanged ones (shard by shard)")
+    replace: bool = Field(False, description="re-annotate the whole partition and swap it in atomically")
+    prune: bool = Field(False, description="drop the rows of inputs that are no longer listed")
+    allow_empty: bool = Field(False, description="an input that lists nothing is a successful (empty) run")
     download_workers: int = Field(DEFAULT_DOWNLOAD_WORKERS, ge=1, description="download/decode threads per shard")
     s3_block: str | None = Field(None, description="name of a Prefect Secret block with S3 settings (JSON)")
 

@@ -1,81 +1,97 @@
-"""What a finished annotate run reports: the run manifest (JSON in the output store) and a Prefect artifact."""
+"""What a finished annotate run reports: its ``runs`` table row, its summary and a Prefect artifact."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact
 
 from pxflow.tasks.job import AnnotateJob
+from pxflow.tasks.lake import Lake
+from pxflow.tasks.runs import runs_row
 
 
-def build_manifest(job: AnnotateJob, input: str, shard_size: int, outcome: dict[str, Any], seconds: float,
-                   flow_run_id: str | None) -> dict[str, Any]:
-    """The run manifest: what was asked, what was written, and whether every input has its row."""
+def run_summary(
+    job: AnnotateJob, input: str, options: Any, outcome: dict[str, Any], lake: Lake, started: float, run_id: str,
+    pruned: int,
+) -> dict[str, Any]:
+    """Counts, speed, table versions and completeness of a run; appends its ``runs`` row."""
     summaries = outcome["summaries"]
+    computed = [s for s in summaries if not s.get("skipped")]
     error_types: dict[str, int] = {}
-    for s in summaries:
+    for s in computed:
         for name, count in s["error_types"].items():
             error_types[name] = error_types.get(name, 0) + count
-    computed = [s for s in summaries if not s.get("skipped")]
-    rows_images = sum(s["n_inputs"] for s in summaries)
-    computed_images = sum(s["n_inputs"] for s in computed)
-    layout = job.layout
-    return {
+    current = lake.annotated(job.run_key, job.partition)
+    missing = sorted(outcome["listed_uris"] - set(current))
+    retryable = sorted(u for u in outcome["listed_uris"] if current.get(u, (None, False))[1])
+    ended = time.time()
+    inferred = sum(s["n_inputs"] for s in computed)
+    summary: dict[str, Any] = {
         "run_key": job.run_key,
-        "flow_run_id": flow_run_id,
+        "flow_run_id": run_id,
         "pipeline": job.pipeline,
         "model_name": job.model_name,
         "model_sha256": job.model_sha256,
-        "predict_kwargs": job.predict_kwargs,
-        "config": job.config,
         "input": input,
         "output": job.output,
         "partition": job.partition,
-        "shard_size": shard_size,
-        "listed_inputs": outcome["listed"],
-        "rows_images": rows_images,
-        "rows_objects": sum(s["n_objects"] for s in summaries),
-        "status_counts": {"ok": sum(s["n_ok"] for s in summaries), "error": sum(s["n_error"] for s in summaries)},
-        "error_types": error_types,
-        "shards_planned": outcome["planned"],
-        "shards_committed": len(summaries),
+        "parameters": options.model_dump(mode="json"),
+        "started_at": started,
+        "ended_at": ended,
+        **outcome["plan"],
+        "pruned": pruned,
+        "shards_planned": outcome["plan"]["shards"],
+        "shards_committed": len(computed),
         "shards_skipped": len(summaries) - len(computed),
+        "shards_failed": len(outcome["failures"]),
         "failed_shards": outcome["failures"],
-        "seconds": round(seconds, 3),
-        "images_computed": computed_images,
-        "images_per_second": round(computed_images / seconds, 3) if seconds > 0 else None,
+        "images_inferred": inferred,
+        "images_ok": sum(s["n_ok"] for s in computed),
+        "images_error": sum(s["n_error"] for s in computed),
+        "images_retryable": len(retryable),
+        "objects_written": sum(s["n_objects"] for s in computed),
+        "error_types": error_types,
+        "images_per_second": round(inferred / (ended - started), 3) if inferred and ended > started else None,
+        "rows_images": len(current),
+        "missing": missing,
+        "complete": not outcome["failures"] and not missing and not retryable,
         "worker_pids": sorted({s["pid"] for s in computed if "pid" in s}),
-        "tables": {"objects": layout.table_dir("objects"), "images": layout.table_dir("images")},
-        "complete": not outcome["failures"] and rows_images == outcome["listed"],
+        "shard_stats": [(s["pid"], s["model_loads"]) for s in computed if "pid" in s],
+        "tables": {name: lake.location(name)[0] for name in ("images", "objects", "runs")},
     }
+    summary["images_version"] = lake.version("images")
+    summary["objects_version"] = lake.version("objects")
+    summary["runs_version"] = lake.append("runs", runs_row(summary))
+    return summary
 
 
-def publish_summary(manifest: dict[str, Any]) -> None:
-    """A Prefect table artifact with the counts, speed, errors and links to the outputs."""
-    table = [
-        {"metric": "listed inputs", "value": manifest["listed_inputs"]},
-        {"metric": "images rows", "value": manifest["rows_images"]},
-        {"metric": "status ok", "value": manifest["status_counts"]["ok"]},
-        {"metric": "status error", "value": manifest["status_counts"]["error"]},
-        *({"metric": f"error: {k}", "value": v} for k, v in sorted(manifest["error_types"].items())),
-        {"metric": "objects rows", "value": manifest["rows_objects"]},
-        {"metric": "shards committed / planned", "value": f"{manifest['shards_committed']} / {manifest['shards_planned']}"},
-        {"metric": "shards skipped (already done)", "value": manifest["shards_skipped"]},
-        {"metric": "failed shards", "value": len(manifest["failed_shards"])},
-        {"metric": "images/s (computed shards)", "value": manifest["images_per_second"]},
-        {"metric": "objects table", "value": manifest["tables"]["objects"]},
-        {"metric": "images table", "value": manifest["tables"]["images"]},
-        {"metric": "run manifest", "value": manifest["manifest_uri"]},
+def publish_summary(summary: dict[str, Any]) -> None:
+    """A Prefect markdown artifact: what the run did and which table versions hold its output."""
+    rows = [
+        ("listed inputs", summary["listed"]), ("duplicates in the listing", summary["duplicates"]),
+        ("unchanged (skipped)", summary["unchanged"]), ("new", summary["new"]), ("changed", summary["changed"]),
+        ("retried", summary["retried"]), ("pruned", summary["pruned"]), ("inferred", summary["images_inferred"]),
+        ("errors", summary["images_error"]), ("retryable errors", summary["images_retryable"]),
+        ("objects written", summary["objects_written"]),
+        ("shards committed / planned", f"{summary['shards_committed']} / {summary['shards_planned']}"),
+        ("failed shards", summary["shards_failed"]), ("images/s", summary["images_per_second"]),
     ]
-    verdict = "complete: every listed input has its row" if manifest["complete"] else "INCOMPLETE"
-    create_table_artifact(
-        table=table,
-        key=f"annotate-{manifest['run_key']}",
-        description=(
-            f"**annotate** `{manifest['pipeline']}` / `{manifest['model_name']}` run `{manifest['run_key']}`"
-            f"{' partition `' + manifest['partition'] + '`' if manifest['partition'] else ''}: {verdict}.\n\n"
-            f"Outputs: [objects]({manifest['tables']['objects']}), [images]({manifest['tables']['images']}), "
-            f"[manifest]({manifest['manifest_uri']})"
-        ),
-    )
+    rows += [(f"error: {k}", v) for k, v in sorted(summary["error_types"].items())]
+    tables = summary["tables"]
+    verdict = "complete: every listed input has its row" if summary["complete"] else "INCOMPLETE: rerun to finish"
+    lines = [
+        f"# annotate `{summary['pipeline']}` / `{summary['model_name']}`",
+        f"run key `{summary['run_key']}`{' partition `' + summary['partition'] + '`' if summary['partition'] else ''}: **{verdict}**",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in rows),
+        "",
+        f"- images table: `{tables['images']}` version **{summary['images_version']}**",
+        f"- objects table: `{tables['objects']}` version **{summary['objects_version']}**",
+        f"- runs table: `{tables['runs']}` version **{summary['runs_version']}**",
+    ]
+    create_markdown_artifact(markdown="\n".join(lines), key=f"annotate-{summary['run_key']}",
+                             description=f"annotate run {summary['run_key']}")

@@ -10,6 +10,14 @@ A bad input never stops the run: it becomes an :class:`ErrorResult` naming the
 input and the reason (``on_error="raise"`` raises instead). When a whole batch
 fails inside the model, each image is retried alone so that only the culprit
 is reported as ``inference_failed``.
+
+Memory: besides the ``prefetch`` window, the decoded pixels in flight (loaded,
+waiting, being inferred, not yet yielded) across every ``predict()`` call of the
+process are bounded by ``PXFLOW_MAX_PIXELS_IN_FLIGHT`` (default 200 M pixels,
+about 600 MB of BGR; ``0``: no bound). Each input reserves its width x height from
+its header before it is decoded and gives it back once its result is yielded;
+see :mod:`pxflow.pipelines.prefetch` for when the bound may be exceeded (an
+image larger than it runs alone rather than never).
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ from .io.inputs import InputItem, iter_inputs
 from .models.backends import default_threads
 from .predictors.base import PipelineIdentity, submodule
 from .predictors.registry import create_predictor, section_identity
-from .prefetch import batched, prefetch_map
+from .io.images import on_header
+from .prefetch import BudgetClosed, Reservation, batched, max_pixels_in_flight, pixel_budget, prefetch_map
 from .results import BaseResult, ErrorResult
 from .settings import PxflowSettings
 
@@ -126,38 +135,61 @@ class BasePipeline(ABC):
             raise ValueError("on_error must be 'yield' or 'raise'")
         kwargs = self.validate_kwargs(**kwargs)
         counter = iter(range(1 << 62))
+        session = pixel_budget().session(max_pixels_in_flight() or 0)
 
-        def load(item: InputItem) -> Prepared:
+        def load(entry: tuple[InputItem, Reservation]) -> Prepared:
+            item, reservation = entry
             index = next(counter)
-            image = item.load()
-            return Prepared(item, index, image, self.prepare(image, item, **kwargs))
+            try:
+                if session.closed:
+                    raise BudgetClosed("the predict() call ended before this input was read")
+                # the reservation is taken from the header, before any pixel is decoded
+                with on_header(lambda header: reservation.acquire(header.width * header.height)):
+                    image = item.load()
+                reservation.acquire(image.shape[0] * image.shape[1])  # arrays and PDF pages: once loaded
+                return Prepared(item, index, image, self.prepare(image, item, **kwargs))
+            except BaseException:
+                reservation.release()
+                raise
 
         def run_group(group: list) -> list[BaseResult]:
             ready: list[Prepared] = []
             outcome: dict[int, BaseResult] = {}
-            for slot, (item, prepared, error) in enumerate(group):
+            for slot, ((item, _), prepared, error) in enumerate(group):
                 if error is not None:
                     outcome[slot] = self._error_result(item, error, slot, on_error)
                 else:
                     ready.append(prepared)
             results = iter(self._run_isolating_failures(ready, on_error, **kwargs))
             out = [outcome.get(slot) or next(results) for slot in range(len(group))]
-            for (item, _, _), result in zip(group, out):
+            for ((item, _), _, _), result in zip(group, out):
                 if item.page_index is not None:  # a PDF page: the result says which
                     result.data["page_index"] = item.page_index
             return out
 
-        loaded = prefetch_map(load, iter_inputs(input, storage), workers=self.load_workers, window=self.prefetch)
+        entries = ((item, session.reserve()) for item in iter_inputs(input, storage))
+        loaded = prefetch_map(
+            load, entries, workers=self.load_workers, window=self.prefetch, on_wait=lambda entry: entry[1].mark_urgent()
+        )
         # infer_workers > 1: batches run concurrently (results still in input order); 1: inline, as before.
         workers = self.infer_workers if self.infer_workers > 1 else 0
+        runs = prefetch_map(run_group, batched(loaded, self.batch_size), workers=workers, window=workers)
         position = 0
-        for _, results, error in prefetch_map(run_group, batched(loaded, self.batch_size), workers=workers, window=workers):
-            if error is not None:
-                raise error
-            for result in results:
-                result.index = position
-                position += 1
-                yield result
+        try:
+            for group, results, error in runs:
+                if error is not None:
+                    raise error
+                for ((_, reservation), _, _), result in zip(group, results):
+                    result.index = position
+                    position += 1
+                    session.set_suspended(True)
+                    yield result
+                    session.set_suspended(False)
+                    reservation.release()  # this input's pixels are the caller's now
+        finally:
+            session.close()  # first: wakes loads waiting for pixels, so the pools below can shut down
+            runs.close()
+            loaded.close()
 
     __call__ = predict
 

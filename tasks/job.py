@@ -16,7 +16,7 @@ from pxflow.pipelines.config import load_config
 from pxflow.pipelines.overrides import apply_overrides
 from pxflow.pipelines.registry import pipeline_class
 
-from .shards import OutputLayout, run_key
+from .shards import run_key
 
 #: loader threads per shard: downloads are latency-bound, so more than the cores
 DEFAULT_DOWNLOAD_WORKERS = 8
@@ -36,10 +36,15 @@ class AnnotateJob:
     partition: str | None = None
     force: bool = False
     s3_block: str | None = None  # a Prefect Secret block name; its value never leaves the worker
+    #: ``--replace``: shards commit here, then one commit swaps the partition into ``output``
+    staging: str | None = None
+    #: the ``annotate`` flow run the rows belong to (set by the flow)
+    flow_run_id: str | None = None
 
     @property
-    def layout(self) -> OutputLayout:
-        return OutputLayout(self.output, self.run_key, self.partition)
+    def table_root(self) -> str:
+        """Where shard commits go: the output tables, or the run's staging tables."""
+        return self.staging or self.output
 
 
 def prepare_job(

@@ -30,8 +30,10 @@ import pyarrow.compute as pc
 from pxflow.pipelines.io.storage import Storage
 from pxflow.pipelines.io.uri import join_uri
 
+from .faults import checkpoint
+
 #: table name -> the columns identifying one row's input (what a shard's commit replaces)
-TABLES = ("images", "objects", "runs")
+TABLES = ("images", "objects", "runs", "features")
 WRITER_COMPRESSION = "ZSTD"
 
 
@@ -117,6 +119,16 @@ class Lake:
         return found is not None and (found.transaction_version(app_id(run_key, shard_id)) or 0) >= 1
 
     # -- writes ----------------------------------------------------------------------------
+    def check_writable(self) -> None:
+        """Write and delete one small object under the output: bad credentials or a read-only
+        location fail now, with the store's message, instead of after the first shard's inference."""
+        probe = join_uri(self.output, "_pxflow_write_check")
+        try:
+            self.storage.write_bytes(probe, b"ok")
+            self.storage.delete(probe)
+        except Exception as exc:
+            raise ValueError(f"cannot write to {self.output}: {exc}") from None
+
     def check_partitioning(self, partition: str | None) -> None:
         """Raise :class:`PartitionMismatchError` before any work when ``partition`` does not fit the tables."""
         part = parse_partition(partition)
@@ -142,9 +154,10 @@ class Lake:
         if part:
             predicate += f" AND {part[0]} = {sql_literal(part[1])}"
         predicate += " AND image_uri IN (" + ", ".join(sql_literal(u) for u in uris) + ")"
-        versions = {}
-        for name, data in (("objects", objects), ("images", images)):
-            versions[name] = self._replace(name, _with_partition(data, part), predicate, part, app_id(run_key, shard_id))
+        txn = app_id(run_key, shard_id)
+        versions = {"objects": self._replace("objects", _with_partition(objects, part), predicate, part, txn)}
+        checkpoint("after_objects_commit")
+        versions["images"] = self._replace("images", _with_partition(images, part), predicate, part, txn)
         return versions
 
     def _replace(self, table: str, data: pa.Table, predicate: str, part: tuple[str, str] | None, txn: str) -> int:
@@ -203,3 +216,54 @@ def _with_partition(data: pa.Table, part: tuple[str, str] | None) -> pa.Table:
 
 def in_list(column: str, values: Iterable[str]) -> str:
     return f"{column} IN (" + ", ".join(sql_literal(v) for v in values) + ")"
+
+
+# ---------------------------------------------------------------- the features table (PP-ShiTu gallery features)
+
+#: one row per (image_uri, etag, model_sha256): a gallery image's feature, computed once per content and model
+FEATURES_TABLE = "features"
+
+
+def features_schema() -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("image_uri", pa.string(), nullable=False),
+            pa.field("etag", pa.string(), nullable=False),
+            pa.field("model_sha256", pa.string(), nullable=False),
+            pa.field("model_name", pa.string()),
+            pa.field("dim", pa.int32(), nullable=False),
+            pa.field("feature", pa.list_(pa.float32()), nullable=False),
+            pa.field("computed_at", pa.float64(), nullable=False),
+        ]
+    )
+
+
+def append_features(lake: Lake, rows: pa.Table) -> int | None:
+    """Append feature rows (a blind append: concurrent shards never conflict); returns the new version."""
+    if rows.num_rows == 0:
+        return lake.version(FEATURES_TABLE)
+    return lake.append(FEATURES_TABLE, rows.cast(features_schema()))
+
+
+def read_features(lake: Lake, model_sha256: str, uris: Iterable[str] | None = None) -> dict[tuple[str, str], list[float]]:
+    """``{(image_uri, etag): feature}`` of one model's rows (optionally only ``uris``); duplicates collapse."""
+    data = lake.dataset(FEATURES_TABLE)
+    if data is None:
+        return {}
+    condition = pc.field("model_sha256") == model_sha256
+    if uris is not None:
+        wanted = sorted(set(uris))
+        if not wanted:
+            return {}
+        condition = condition & pc.field("image_uri").isin(wanted)
+    rows = data.to_table(columns=["image_uri", "etag", "feature"], filter=condition)
+    uris_, etags, feats = (rows.column(n).to_pylist() for n in ("image_uri", "etag", "feature"))
+    return {(u, e): f for u, e, f in zip(uris_, etags, feats)}
+
+
+def count_features(lake: Lake, model_sha256: str | None = None) -> int:
+    """Rows in the features table (of one model); 0 when it does not exist."""
+    data = lake.dataset(FEATURES_TABLE)
+    if data is None:
+        return 0
+    return data.count_rows(filter=None if model_sha256 is None else pc.field("model_sha256") == model_sha256)

@@ -46,6 +46,27 @@ def get_pipeline(config: dict[str, Any], model_sha256: str) -> Any:
         return pipeline
 
 
+def checked_pipeline(config: dict[str, Any], model_sha256: str, options: dict[str, Any], keep: bool) -> Any:
+    """Open the models and validate the predict options once, before any shard is fanned out.
+
+    Raises ``ValueError`` / ``TypeError`` for bad models, prompts, thresholds or options. With
+    ``keep`` (shards will run in this process) the pipeline stays cached for them; a pipeline
+    already cached here is validated, not loaded again.
+    """
+    from pxflow.pipelines.preflight import preflight
+
+    key = cache_key(config, model_sha256)
+    cached = _pipelines.get(key)
+    if cached is not None:
+        cached.validate_kwargs(**options)
+        return cached
+    pipeline = preflight(config, options)
+    if keep:
+        with _lock:
+            _pipelines.setdefault(key, pipeline)
+    return pipeline
+
+
 def process_stats() -> dict[str, Any]:
     """This process's id and its loads, for shard summaries (to show reuse across shards)."""
     return {"pid": os.getpid(), "model_loads": sum(LOADS.values())}

@@ -22,7 +22,7 @@ def test_relative_days_for_schedules():
         parse_day("last week", today)
 
 
-def test_backfill_annotates_partitions_in_range_and_skips_done_ones(prefect_server, tmp_path, shared_dir, capsys):
+def test_backfill_annotates_partitions_in_range_and_then_only_late_files(prefect_server, tmp_path, shared_dir, capsys):
     images = sorted((COCO_MINI / "images").iterdir())
     layout = {"dt=2024-01-01": images[0:2], "dt=2024-01-02": images[2:4], "dt=2024-01-03": images[4:5],
               "unpartitioned": images[5:6]}
@@ -45,10 +45,18 @@ def test_backfill_annotates_partitions_in_range_and_skips_done_ones(prefect_serv
     assert '"annotated"' in capsys.readouterr().out  # the CLI prints the backfill summary
 
     from pxflow.flows.backfill import backfill
-
     from pxflow.flows.options import AnnotateOptions
 
-    again = backfill(input=str(src), output=str(out), start="2024-01-01", end="2024-01-02",
-                     options=AnnotateOptions(model_dir=str(PICODET_ONNX), threshold=0.3))
-    assert again["skipped"] == ["dt=2024-01-01", "dt=2024-01-02"] and again["annotated"] == []
+    options = AnnotateOptions(model_dir=str(PICODET_ONNX), threshold=0.3)
+    again = backfill(input=str(src), output=str(out), start="2024-01-01", end="2024-01-02", options=options)
+    assert again["unchanged"] == ["dt=2024-01-01", "dt=2024-01-02"] and again["annotated"] == []
     assert read_table(str(out / "images")).num_rows == 4
+
+    # a late file lands in the old partition: the next backfill annotates just that file
+    late = images[10]
+    (src / "dt=2024-01-01" / late.name).symlink_to(late)
+    third = backfill(input=str(src), output=str(out), start="2024-01-01", end="2024-01-02", options=options)
+    assert third["annotated"] == ["dt=2024-01-01"] and third["unchanged"] == ["dt=2024-01-02"]
+    assert [p["inferred"] for p in third["per_partition"]] == [1, 0]
+    rows = read_table(str(out / "images")).to_pylist()
+    assert len(rows) == 5 and {(r["dt"], r["image_uri"].rsplit("/", 1)[-1]) for r in rows} >= {("2024-01-01", late.name)}

@@ -60,7 +60,7 @@ def test_a_real_process_worker_runs_the_annotate_deployment(prefect_server, tmp_
     import subprocess
     import sys
 
-    from tests.support.annotate_helpers import read_json, read_table
+    from tests.support.annotate_helpers import read_table
     from tests.conftest import COCO_MINI, PICODET_ONNX
 
     src = tmp_path / "in"
@@ -87,7 +87,6 @@ def test_a_real_process_worker_runs_the_annotate_deployment(prefect_server, tmp_
     logs = prefect("worker", "start", "--pool", "pxflow-process", "--run-once")
     assert "submitting flow run" in logs, logs[-3000:]
 
-    (manifest,) = list(out.glob("_runs/run=*/manifest.json"))
-    result = read_json(str(manifest))
-    assert result["complete"] and result["rows_images"] == 4 and result["shards_planned"] == 2
+    (run,) = read_table(str(out / "runs")).to_pylist()
+    assert run["complete"] and run["images_inferred"] == 4 and run["shards_planned"] == 2
     assert read_table(str(out / "images")).num_rows == 4

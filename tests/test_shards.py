@@ -1,4 +1,4 @@
-"""Shard planning, run keys, output layout and the row builder (no server needed)."""
+"""Incremental planning, shard ids, run keys and the row builder (no server needed)."""
 
 from __future__ import annotations
 
@@ -8,39 +8,65 @@ import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
+from pxflow.pipelines.io.manifest import InputEntry
+from pxflow.pipelines.io.storage import ObjectInfo, default_storage
+from pxflow.pipelines.predictors import ModelIdentity, PipelineIdentity
 from pxflow.pipelines.results import ErrorResult
 from pxflow.pipelines.results.base import BaseResult
-from pxflow.pipelines.predictors import ModelIdentity, PipelineIdentity
 from pxflow.pipelines.results.detection import DetResult
+from pxflow.tasks.plan import PlanStats, plan
 from pxflow.tasks.rows import IMAGES_SCHEMA, OBJECTS_SCHEMA, RowBuilder, summarize
-from pxflow.tasks.shards import OutputLayout, plan_shards, run_key, shard_id
+from pxflow.tasks.shards import run_key, shard_id
 
 URIS = [f"s3://b/images/{i:05d}.jpg" for i in range(23)]
 
 
-def test_shard_ids_are_stable_and_depend_on_uris_and_size():
-    a = list(plan_shards(URIS, 5))
-    b = list(plan_shards(iter(list(URIS)), 5))
+def _entries(uris, etags=None):
+    etags = etags or {}
+    return [InputEntry(u, ObjectInfo(u, 10, etags.get(u, "e0"))) for u in uris]
+
+
+def _plan(entries, annotated=None, size=5, everything=False):
+    stats = PlanStats()
+    return list(plan(entries, annotated or {}, size, default_storage(), stats, everything)), stats
+
+
+def test_shard_ids_are_stable_and_depend_on_inputs_and_size():
+    a, stats = _plan(_entries(URIS))
+    b, _ = _plan(iter(_entries(URIS)))
     assert [s.shard_id for s in a] == [s.shard_id for s in b]
-    assert [len(s) for s in a] == [5, 5, 5, 5, 3]
+    assert [len(s) for s in a] == [5, 5, 5, 5, 3] and stats.new == 23 and stats.shards == 5
     assert [s.index for s in a] == [0, 1, 2, 3, 4]
     assert sum((list(s.uris) for s in a), []) == URIS  # every input in exactly one shard, in order
     assert len({s.shard_id for s in a}) == 5
-    # a different shard size changes every id, even for a shard holding the same URIs
-    assert shard_id(URIS[:5], 5) != shard_id(URIS[:5], 6)
-    # one changed URI changes only its own shard
-    changed = URIS.copy()
-    changed[7] = "s3://b/images/other.jpg"
-    c = list(plan_shards(changed, 5))
+    assert shard_id(URIS[:5], 5) != shard_id(URIS[:5], 6)  # another shard size changes every id
+    # one rewritten image (new content tag) changes only its own shard's id
+    c, _ = _plan(_entries(URIS, {URIS[7]: "e1"}))
     assert [x.shard_id == y.shard_id for x, y in zip(a, c)] == [True, False, True, True, True]
     with pytest.raises(ValueError):
-        next(plan_shards(URIS, 0))
+        _plan(_entries(URIS), size=0)
 
 
 def test_planning_streams_its_input():
-    endless = (f"s3://b/{i}.jpg" for i in itertools.count())
-    first = next(plan_shards(endless, 4))  # an endless listing still yields its first shard
+    endless = (InputEntry(f"s3://b/{i}.jpg", ObjectInfo(f"s3://b/{i}.jpg", 1, "e")) for i in itertools.count())
+    first = next(plan(endless, {}, 4, default_storage(), PlanStats()))  # an endless listing still yields a shard
     assert first.uris == tuple(f"s3://b/{i}.jpg" for i in range(4))
+
+
+def test_planning_keeps_new_changed_and_retryable_inputs_only():
+    done = {URIS[0]: ("e0", False), URIS[1]: ("old", False), URIS[2]: ("e0", True), URIS[3]: ("e0", False)}
+    listing = _entries(URIS[:5]) + _entries([URIS[4], URIS[0]])  # two URIs listed twice
+    shards, stats = _plan(listing, done)
+    assert [u for s in shards for u in s.uris] == [URIS[1], URIS[2], URIS[4]]
+    assert (stats.listed, stats.duplicates, stats.unchanged, stats.changed, stats.retried, stats.new) == (5, 2, 2, 1, 1, 1)
+    everything, stats = _plan(listing, done, everything=True)
+    assert [u for s in everything for u in s.uris] == URIS[:5] and stats.todo == 5
+
+
+def test_manifest_columns_travel_with_their_input():
+    entries = [InputEntry("a.jpg", None, {"prompt": "[[1,2,3,4]]"}), InputEntry("b.jpg", None, {})]
+    (shard,), _ = _plan(entries)
+    assert shard.options == ({"prompt": "[[1,2,3,4]]"}, None)
 
 
 def test_run_key_ignores_speed_settings_but_not_results_settings():
@@ -62,18 +88,6 @@ def test_run_key_ignores_speed_settings_but_not_results_settings():
     v1 = PipelineIdentity(sha.models, (ModelIdentity("index", "drinks", "v000001"),))
     v2 = PipelineIdentity(sha.models, (ModelIdentity("index", "drinks", "v000002"),))
     assert run_key(config, v1, {"index": "/idx"}) != run_key(config, v2, {"index": "/idx"})
-
-
-def test_output_layout_is_a_pure_function_of_root_run_and_shard():
-    layout = OutputLayout("s3://bucket/out", "k123", "dt=2024-01-02")
-    assert layout.part_uri("objects", "s1") == "s3://bucket/out/objects/dt=2024-01-02/run=k123/part-s1.parquet"
-    assert layout.part_uri("images", "s1") == "s3://bucket/out/images/dt=2024-01-02/run=k123/part-s1.parquet"
-    assert layout.marker_uri("s1") == "s3://bucket/out/_commits/dt=2024-01-02/run=k123/s1.json"
-    assert OutputLayout("/data/out", "k").part_uri("objects", "s") == "/data/out/objects/run=k/part-s.parquet"
-    assert layout.tmp_uri("x").startswith("s3://bucket/out/_tmp/")
-    assert layout.tmp_uri("x") != layout.tmp_uri("x")
-    with pytest.raises(ValueError):
-        layout.part_uri("masks", "s1")
 
 
 def _builder() -> RowBuilder:
@@ -101,7 +115,7 @@ def test_detection_rows_and_error_rows():
         "error", "decode_failed", "truncated JPEG", 0)
     assert bad["width"] is None
     assert summarize(builder.images) == {
-        "n_inputs": 2, "n_ok": 1, "n_error": 1, "n_objects": 2, "error_types": {"decode_failed": 1}}
+        "n_inputs": 2, "n_ok": 1, "n_error": 1, "n_retryable": 0, "n_objects": 2, "error_types": {"decode_failed": 1}}
 
 
 def test_instance_segmentation_masks_become_full_frame_rle():

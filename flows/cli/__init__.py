@@ -17,6 +17,9 @@ SUBCOMMANDS = {
     "annotate": "pxflow.flows.cli.annotate",
     "backfill": "pxflow.flows.cli.annotate",
     "index": "pxflow.flows.cli.index",
+    "export": "pxflow.flows.cli.export",
+    "eval": "pxflow.flows.cli.eval",
+    "lake": "pxflow.flows.cli.lake",
 }
 
 

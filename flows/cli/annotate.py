@@ -6,8 +6,11 @@ outputs wherever ``--output`` points (a local folder or ``s3://``). With
 ``PREFECT_API_URL`` set, the same command reports to that server.
 
 Flags are kebab-case; the PaddleX-style snake_case spellings are aliases.
-Exit status: 0 when every listed input has its row, 1 when some shard still
-failed (rerun the same command to resume), 2 for bad arguments.
+Usage errors (a typo in the pipeline, a bad threshold or prompt, a broken model, an
+unknown URI scheme, a partition that does not fit the tables, an input that lists
+nothing) are found before any Prefect server starts. Exit status: 0 when every listed
+input has its row, 1 when some shard failed or some input failed transiently (rerun the
+same command to finish), 2 for usage errors.
 """
 
 from __future__ import annotations
@@ -36,7 +39,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     _flag(p, "workers", type=int, default=2, help="shards processed at once (threads or worker processes)")
     _flag(p, "runner", choices=runner_names(), default="thread", help="task runner (default thread)")
     _flag(p, "dask-address", default=None, help="an existing Dask scheduler (with --runner dask)")
-    _flag(p, "force", action="store_true", help="recompute shards that are already committed")
+    _flag(p, "force", action="store_true", help="re-annotate every input, even unchanged ones")
+    _flag(p, "replace", action="store_true", help="re-annotate the whole partition and swap it in atomically")
+    _flag(p, "prune", action="store_true", help="drop the rows of inputs that are no longer listed")
+    _flag(p, "allow-empty", action="store_true", help="an input that lists nothing is not an error")
     _flag(p, "model-dir", default=None, help="the pipeline's primary model directory")
     _flag(p, "set", action="append", default=[], metavar="KEY.PATH=VALUE",
           help="config override, e.g. SubModules.Recognition.model_dir=/m (repeatable)")
@@ -89,6 +95,9 @@ def flow_parameters(args: argparse.Namespace) -> dict[str, Any]:
         "runner": args.runner,
         "dask_address": args.dask_address,
         "force": args.force,
+        "replace": args.replace,
+        "prune": args.prune,
+        "allow_empty": args.allow_empty,
         "download_workers": args.download_workers,
         "s3_block": args.s3_block,
     }
@@ -98,6 +107,36 @@ def flow_parameters(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, name, None) is not None:
             params[name] = getattr(args, name)
     return params
+
+
+def preflight(command: str, params: dict[str, Any]) -> None:
+    """Everything that can be checked without Prefect, before its server starts (raises ValueError/TypeError).
+
+    Resolves the config, the model identities and the run key; opens the models once and
+    validates the predict options; checks the output's scheme and partitioning and that
+    the input lists something. The loaded pipeline is kept for the run's own shards.
+    """
+    from pxflow.pipelines.io.manifest import iter_entries
+    from pxflow.pipelines.io.storage import default_storage
+    from pxflow.flows.annotate import job_for
+    from pxflow.tasks.lake import Lake, parse_partition
+    from pxflow.tasks.model_cache import checked_pipeline
+
+    options = params["options"]
+    partition = params.get("partition")
+    parse_partition(partition)
+    job = job_for(params["output"], options, partition)
+    storage = default_storage()
+    storage.store_for(params["output"])  # an unknown scheme fails here
+    if not options.s3_block:  # with a block, its settings are read by the flow (a Prefect server is needed)
+        lake = Lake(params["output"], storage)
+        lake.check_partitioning(partition)
+        if command == "annotate" and not options.allow_empty and next(iter(iter_entries(params["input"], storage)), None) is None:
+            raise ValueError(f"{params['input']} lists no images (a typo? --allow-empty accepts an empty run)")
+    # the flow's shards run in this process with the thread runner: keep the loaded pipeline for them
+    checked_pipeline(job.config, job.model_sha256, job.predict_kwargs, keep=options.runner == "thread")
+    if not options.s3_block:
+        lake.check_writable()
 
 
 class _Progress:
@@ -132,7 +171,8 @@ def main(argv: list[str]) -> int:
 
     try:
         params = flow_parameters(args)
-    except (ValidationError, ValueError) as exc:
+        preflight(command, params)
+    except (ValidationError, ValueError, TypeError) as exc:
         parser.error(str(exc))
 
     from pxflow.flows.annotate import annotate

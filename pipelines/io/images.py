@@ -6,7 +6,10 @@ its processors) or an :class:`InputError` that says why not:
 - empty or unrecognised bytes, text named ``.jpg`` -> ``unsupported_format`` / ``decode_failed``
 - a JPEG whose entropy-coded data never reaches its end marker (truncated) -> ``decode_failed``
   (OpenCV would silently return a half-grey picture)
-- a header announcing more than ``max_pixels`` -> ``too_large``, checked before any pixel is decoded
+- a header announcing more than ``max_pixels`` -> ``too_large``, checked before any pixel is decoded.
+  The default is ``PXFLOW_MAX_IMAGE_PIXELS`` (200 M pixels unless set), read at each call, and it is the
+  limit that applies: Pillow's own decompression-bomb check (``Image.MAX_IMAGE_PIXELS``, an error at
+  twice its 89.5 M default) is not consulted when reading the header, and Pillow's global is never changed
 - EXIF orientation is applied, 16-bit is scaled to 8-bit, grey/alpha/CMYK become BGR (OpenCV's IMREAD_COLOR).
 """
 
@@ -14,15 +17,32 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
 
 from .errors import InputError
 
-DEFAULT_MAX_PIXELS = int(os.environ.get("PXFLOW_MAX_IMAGE_PIXELS", 20000 * 20000 // 2))
+#: the per-image limit when ``PXFLOW_MAX_IMAGE_PIXELS`` is not set (20000 x 10000)
+BUILTIN_MAX_PIXELS = 20000 * 20000 // 2
+#: the limit as the environment said at import (kept for callers that bind it as a default argument);
+#: :func:`decode_image` reads :func:`max_image_pixels` at each call instead
+DEFAULT_MAX_PIXELS = int(os.environ.get("PXFLOW_MAX_IMAGE_PIXELS") or BUILTIN_MAX_PIXELS)
+
+
+def max_image_pixels() -> int:
+    """The per-image pixel limit now: ``PXFLOW_MAX_IMAGE_PIXELS`` (read at each call) or 200 M."""
+    value = os.environ.get("PXFLOW_MAX_IMAGE_PIXELS")
+    if not value:
+        return BUILTIN_MAX_PIXELS
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"PXFLOW_MAX_IMAGE_PIXELS must be an integer number of pixels, got {value!r}") from None
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
@@ -35,23 +55,68 @@ class ImageHeader:
     height: int
 
 
+# -- a hook around decoding: what the pipelines' pixel budget uses -------------------------------
+_hooks = threading.local()
+
+
+@contextmanager
+def on_header(callback: Callable[[ImageHeader], None]) -> Iterator[None]:
+    """Within this block, in this thread, :func:`decode_image` calls ``callback(header)`` once the header
+    passed its checks and before any pixel is decoded (``predict()`` reserves its pixel budget there)."""
+    previous = getattr(_hooks, "callback", None)
+    _hooks.callback = callback
+    try:
+        yield
+    finally:
+        _hooks.callback = previous
+
+
+def _open_header(data: bytes):
+    """Pillow's lazy open without its decompression-bomb check (our own limit applies instead).
+
+    Walks the format plug-ins the way ``Image.open`` does, so no global (``Image.MAX_IMAGE_PIXELS``,
+    warning filters) is touched; falls back to ``Image.open`` if Pillow's internals ever change.
+    """
+    import struct
+
+    from PIL import Image
+
+    if not all(hasattr(Image, name) for name in ("OPEN", "ID", "preinit", "init")):  # pragma: no cover
+        return Image.open(io.BytesIO(data))
+    prefix = data[:16]
+    for loader in (Image.preinit, Image.init):
+        loader()
+        for fmt in list(Image.ID):
+            if fmt not in Image.OPEN:
+                continue
+            factory, accept = Image.OPEN[fmt]
+            try:
+                result = not accept or accept(prefix)
+                if result and not isinstance(result, str):
+                    return factory(io.BytesIO(data), "")
+            except (SyntaxError, IndexError, TypeError, struct.error):
+                continue
+    return None
+
+
 def probe_header(data: bytes, uri: str | None = None) -> ImageHeader:
-    """Read format and size from the header only (Pillow's lazy open)."""
-    from PIL import Image, UnidentifiedImageError
+    """Read format and size from the header only (Pillow's lazy open, without Pillow's pixel limit)."""
+    from PIL import Image
 
     if not data:
         raise InputError(uri, "decode_failed", "empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # DecompressionBombWarning: we apply our own limit
-            with Image.open(io.BytesIO(data)) as im:
-                return ImageHeader(im.format or "unknown", int(im.width), int(im.height))
-    except UnidentifiedImageError:
-        raise InputError(uri, "unsupported_format", "not a recognised image format") from None
-    except Image.DecompressionBombError as exc:
+        im = _open_header(data)
+    except Image.DecompressionBombError as exc:  # only on the fallback path
         raise InputError(uri, "too_large", str(exc)) from None
     except Exception as exc:
         raise InputError(uri, "decode_failed", f"unreadable image header: {exc}") from None
+    if im is None:
+        raise InputError(uri, "unsupported_format", "not a recognised image format")
+    try:
+        return ImageHeader(im.format or "unknown", int(im.width), int(im.height))
+    finally:
+        im.close()
 
 
 def _jpeg_is_complete(data: bytes) -> bool:
@@ -78,8 +143,13 @@ def _jpeg_is_complete(data: bytes) -> bool:
     return False
 
 
-def decode_image(data: bytes, uri: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode ``data`` to a uint8 BGR ``H x W x 3`` array or raise :class:`InputError`."""
+def decode_image(data: bytes, uri: str | None = None, max_pixels: int | None = None) -> np.ndarray:
+    """Decode ``data`` to a uint8 BGR ``H x W x 3`` array or raise :class:`InputError`.
+
+    ``max_pixels`` None: :func:`max_image_pixels` (``PXFLOW_MAX_IMAGE_PIXELS`` as set now).
+    """
+    if max_pixels is None:
+        max_pixels = max_image_pixels()
     header = probe_header(data, uri)
     if header.width * header.height > max_pixels:
         raise InputError(
@@ -91,6 +161,9 @@ def decode_image(data: bytes, uri: str | None = None, max_pixels: int = DEFAULT_
         raise InputError(uri, "decode_failed", "truncated JPEG (no end-of-image marker after the scan data)")
     if header.format == "PNG" and b"IEND" not in data[-64:]:
         raise InputError(uri, "decode_failed", "truncated PNG (no IEND chunk)")
+    callback = getattr(_hooks, "callback", None)
+    if callback is not None:
+        callback(header)
     # IMREAD_COLOR is what PaddleX's reader uses: it applies EXIF orientation and
     # converts grey, alpha, CMYK and 16-bit data to 8-bit BGR.
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 import numpy as np
 
 from .errors import InputError
-from .images import DEFAULT_MAX_PIXELS, check_array, decode_image
+from .images import check_array, decode_image, max_image_pixels
 from .manifest import MANIFEST_SUFFIXES, InputEntry, iter_entries
 from .stores import UnsupportedSchemeError
 
@@ -150,10 +150,11 @@ class _PdfDocument:
             raise InputError(uri, "decode_failed", f"unreadable PDF: {exc}") from None
         return cls(uri, data, meta, pages)
 
-    def render(self, index: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    def render(self, index: int, max_pixels: int | None = None) -> np.ndarray:
         import cv2
         import pypdfium2 as pdfium
 
+        max_pixels = max_image_pixels() if max_pixels is None else max_pixels
         if not 0 <= index < self.pages:
             raise InputError(self.uri, "not_found", f"no page {index} (the PDF has {self.pages})")
         try:

@@ -37,6 +37,7 @@ from .stores import (
     HttpStore,
     LocalStore,
     ObjectInfo,
+    PreconditionFailed,
     S3Settings,
     S3Store,
     Store,
@@ -57,7 +58,7 @@ S3_READ_ATTEMPTS = _s3.S3_READ_ATTEMPTS
 
 __all__ = [
     "HTTP_ATTEMPTS", "HTTP_TIMEOUT_S", "S3_MAX_ATTEMPTS", "S3_NOT_FOUND", "S3_READ_ATTEMPTS", "S3_TRANSIENT",
-    "HttpStore", "LocalStore", "ObjectInfo", "ParsedURI", "S3Settings", "S3Store", "Storage", "Store",
+    "HttpStore", "LocalStore", "ObjectInfo", "ParsedURI", "PreconditionFailed", "S3Settings", "S3Store", "Storage", "Store",
     "UnsupportedOperationError", "UnsupportedSchemeError", "arrow_filesystem", "default_storage", "delete",
     "download_file", "exists", "is_dir", "list_children", "list_objects", "move", "parse_uri", "read_bytes",
     "read_object", "register_store", "stat", "supported_schemes", "upload_file", "write_bytes",
@@ -201,6 +202,23 @@ class Storage:
         if source is not target:
             raise ValueError(f"move needs both locations in the same store: {src!r} -> {dst!r}")
         source.move(os.fspath(src), os.fspath(dst))
+
+    def read_for_update(self, uri: str) -> "tuple[bytes | None, str | None]":
+        """``(data, etag)`` of ``uri`` for a later :meth:`write_bytes_if` (``(None, None)`` when absent).
+
+        The etag is the one the store compares: S3's ETag; locally the md5 of the content.
+        """
+        return self.store_for(uri).read_for_update(os.fspath(uri))
+
+    def write_bytes_if(self, uri: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False) -> str:
+        """Compare-and-swap: write ``data`` only when ``uri``'s etag is still ``if_match`` and/or
+        (``if_none_match``) nothing exists there yet; returns the new etag.
+
+        Raises :class:`PreconditionFailed` when another writer got there first. S3: a
+        conditional ``PutObject`` (``If-Match`` / ``If-None-Match: *``). Local: an exclusive
+        ``fcntl.flock`` on a lock file beside the target, then temp file + rename.
+        """
+        return self.store_for(uri).write_bytes_if(os.fspath(uri), data, if_match=if_match, if_none_match=if_none_match)
 
     def arrow_filesystem(self, uri: str):
         """``(pyarrow.fs.FileSystem, path)`` for ``uri``, for Arrow/Parquet readers and writers."""

@@ -19,8 +19,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .model_dir import ModelSpec
-
+from .model_dir import ModelDirError, ModelSpec
 
 
 def default_threads() -> int:
@@ -136,7 +135,10 @@ class PaddleBackend(Backend):
             config.set_cpu_math_library_num_threads(threads or default_threads())
         config.switch_ir_optim(True)
         config.disable_glog_info()
-        self._predictor = pi.create_predictor(config)
+        try:
+            self._predictor = pi.create_predictor(config)
+        except Exception as exc:  # a corrupt graph or weights file
+            raise ModelDirError(f"{graph} / {params}: Paddle Inference could not load the model ({_reason(exc)})") from None
         self.input_names = list(self._predictor.get_input_names())
         self._output_names = list(self._predictor.get_output_names())
         self._lock = threading.Lock()
@@ -181,7 +183,10 @@ class OnnxBackend(Backend):
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise RuntimeError("device gpu requested but this onnxruntime has no CUDAExecutionProvider")
             providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
-        self._session = ort.InferenceSession(spec.onnx_file, options, providers=providers)
+        try:
+            self._session = ort.InferenceSession(spec.onnx_file, options, providers=providers)
+        except Exception as exc:  # not ONNX (random bytes, an HTML error page), or an unsupported opset
+            raise ModelDirError(f"{spec.onnx_file}: ONNX Runtime could not load the model ({_reason(exc)})") from None
         graph_inputs = self._session.get_inputs()
         self.input_names = [i.name for i in graph_inputs]
         self._types = {i.name: _ORT_TYPES.get(i.type, np.float32) for i in graph_inputs}
@@ -195,6 +200,13 @@ class OnnxBackend(Backend):
                 raise KeyError(f"model input {name!r} was not provided (have {sorted(inputs)})")
             feed[name] = np.ascontiguousarray(inputs[name], dtype=self._types[name])
         return list(self._session.run(None, feed))
+
+
+def _reason(exc: BaseException, limit: int = 500) -> str:
+    """A runtime's load error on one line, bounded (Paddle's carry C++ stack traces)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = f"{type(exc).__name__}: {text}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 _ORT_TYPES = {

@@ -23,7 +23,26 @@ ONNX_NAMES = ("inference.onnx", "model.onnx")
 
 
 class ModelDirError(ValueError):
-    """A model directory that lacks a loadable graph or config."""
+    """A model directory that lacks a loadable graph or config; the message names the file and the reason.
+
+    Raised when a pipeline is created (its models load then), never once per image.
+    """
+
+
+def _read_config(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        reason = " ".join(str(exc).split())
+        raise ModelDirError(f"{path}: invalid YAML ({reason})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelDirError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise ModelDirError(f"{path}: expected a YAML mapping (Global, Preprocess, label_list ...), got {type(config).__name__}")
+    return config
 
 
 @dataclass
@@ -92,14 +111,16 @@ def load_model_spec(model_dir: str) -> ModelSpec:
     for name in CONFIG_NAMES:
         path = os.path.join(model_dir, name)
         if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                config = yaml.safe_load(f) or {}
+            config = _read_config(path)
             break
     if config is None:
         raise ModelDirError(f"{model_dir}: no {' or '.join(CONFIG_NAMES)}")
     pir = _first_pair(model_dir, PADDLE_PIR)
     legacy = None if pir else _first_pair(model_dir, PADDLE_LEGACY)
     onnx = next((os.path.join(model_dir, n) for n in ONNX_NAMES if os.path.isfile(os.path.join(model_dir, n))), None)
+    for path in (*(pir or legacy or ()), *((onnx,) if onnx else ())):
+        if os.path.getsize(path) == 0:
+            raise ModelDirError(f"{path}: empty file (0 bytes)")
     if not (pir or legacy or onnx):
         raise ModelDirError(
             f"{model_dir}: no model graph (expected inference.json+inference.pdiparams, "

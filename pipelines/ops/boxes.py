@@ -73,10 +73,46 @@ def label_for(cls_id: int, labels: Sequence[str]) -> str:
     return labels[cls_id] if 0 <= cls_id < len(labels) else f"class_{cls_id}"
 
 
+def _threshold_value(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, np.integer, np.floating)):
+        raise ValueError(f"{what} must be a number in [0, 1], got {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{what} must be a number in [0, 1], got {value!r}") from None
+    if not 0.0 <= number <= 1.0:  # NaN fails this too
+        raise ValueError(f"{what} must be in [0, 1], got {value!r}")
+    return number
+
+
+def _class_id(key) -> int:
+    if isinstance(key, bool):
+        raise ValueError(f"threshold dict keys are class ids (non-negative integers), got {key!r}")
+    if isinstance(key, (int, np.integer)):
+        cls_id = int(key)
+    elif isinstance(key, str) and key.strip().isdigit():
+        cls_id = int(key.strip())
+    elif isinstance(key, (float, np.floating)) and float(key).is_integer():
+        cls_id = int(key)
+    else:
+        raise ValueError(f"threshold dict keys are class ids (non-negative integers), got {key!r}")
+    if cls_id < 0:
+        raise ValueError(f"threshold dict keys are class ids (non-negative integers), got {key!r}")
+    return cls_id
+
+
 def parse_threshold(value) -> Threshold | None:
-    """Accept a float, a ``{cls_id: float}`` dict (keys may be strings from YAML/JSON) or None."""
+    """Accept a float, a ``{cls_id: float}`` dict (keys may be strings from YAML/JSON) or None.
+
+    Thresholds are scores in [0, 1] (numeric strings are accepted, as from a CLI or YAML);
+    anything else is a ``ValueError`` that names the offending value or key.
+    """
     if value is None:
         return None
     if isinstance(value, Mapping):
-        return {int(k): float(v) for k, v in value.items()}
-    return float(value)
+        out: dict[int, float] = {}
+        for key, item in value.items():
+            cls_id = _class_id(key)
+            out[cls_id] = _threshold_value(item, f"threshold for class {cls_id}")
+        return out
+    return _threshold_value(value, "threshold")

@@ -35,6 +35,7 @@ from ..predictors import ModelIdentity, PipelineIdentity, create_predictor, subm
 from ..predictors.detection import DetectionPredictor
 from ..predictors.image_feature import FeaturePredictor
 from ..retrieval import IndexData, append_index, build_index, remove_index
+from ..retrieval.versions import resolve_index
 from .gallery import embed_gallery
 from .result import ShiTuResult
 
@@ -66,9 +67,20 @@ class ShiTuV2Pipeline(BasePipeline):
         self.rec_threshold = None if _unset(rec_threshold) else float(rec_threshold)
         self.rec_topk = int(config.get("rec_topk", 5))
         index = config.get("index")
-        self.index_source = index
-        self.index: IndexData | None = None if _unset(index) else IndexData.load(index)
+        self._versions: dict[str, IndexData] = {}  # loaded published versions (immutable), by resolved dir
+        self.index_source, self.index = (index, None) if _unset(index) else self._resolve(index)
         self._feature_dim: int | None = None
+
+    def _resolve(self, index: Any) -> tuple[Any, IndexData]:
+        """``(source for the row labels, IndexData)``: ``root/name`` (CURRENT, read once),
+        ``root/name@v000003``, a plain index folder, or an ``IndexData`` (see ``resolve_index``)."""
+        resolved, _, version = resolve_index(index)
+        if version is None:
+            return resolved, IndexData.load(resolved)
+        data = self._versions.get(resolved)
+        if data is None:
+            data = self._versions[resolved] = IndexData.load(resolved)
+        return resolved, data
 
     @classmethod
     def identity(cls, config: dict[str, Any], options: dict[str, Any] | None = None) -> PipelineIdentity:
@@ -78,7 +90,8 @@ class ShiTuV2Pipeline(BasePipeline):
         index = config.get("index") if _unset(index) else index
         if _unset(index):
             return models
-        name, version = index_label(index, IndexData.load(index))
+        resolved, _, _ = resolve_index(index)
+        name, version = index_label(resolved, IndexData.load(resolved))
         return PipelineIdentity(models.models, (ModelIdentity("index", name or "index", version),))
 
     @property
@@ -89,7 +102,7 @@ class ShiTuV2Pipeline(BasePipeline):
     def validate_kwargs(
         self, index=None, det_threshold=None, rec_threshold=None, rec_topk=None, **kwargs: Any
     ) -> dict[str, Any]:
-        resolved = self.index if _unset(index) else IndexData.load(index)
+        source, resolved = (self.index_source, self.index) if _unset(index) else self._resolve(index)
         if resolved is None:
             raise ValueError("PP-ShiTuV2 needs an index: set `index` in the config or pass predict(..., index=DIR)")
         dim = self.feature_dim()
@@ -100,7 +113,7 @@ class ShiTuV2Pipeline(BasePipeline):
             warnings.warn("the index was built with a different recognition model; matches may be meaningless", stacklevel=3)
         return {
             "index": resolved,
-            "index_label": index_label(self.index_source if _unset(index) else index, resolved),
+            "index_label": index_label(source, resolved),
             "det_threshold": self.det_threshold if det_threshold is None else float(det_threshold),
             "rec_threshold": self.rec_threshold if rec_threshold is None else float(rec_threshold),
             "rec_topk": self.rec_topk if rec_topk is None else int(rec_topk),

@@ -40,6 +40,7 @@ import numpy as np
 import yaml
 
 from ..io import storage
+from ..io import storage as _storage_module
 from ..io.uri import join_uri
 
 VECTOR_FILE = "vector.index"
@@ -191,8 +192,12 @@ class IndexData:
         return score >= threshold if self._metric_type == "IP" else score <= threshold
 
     # -- storage -----------------------------------------------------------------------
-    def save(self, save_dir: str) -> str:
-        """Write the three files under ``save_dir`` (local path or s3 prefix); returns it."""
+    def save(self, save_dir: str, *, storage: Any = None) -> str:
+        """Write the three files under ``save_dir`` (local path or s3 prefix); returns it.
+
+        ``storage``: a :class:`~pipelines.io.storage.Storage` (default: the environment's).
+        """
+        storage = storage or _storage_module
         vector = self.index_bytes
         info = yaml.safe_dump(self.index_info, default_flow_style=False, allow_unicode=True, sort_keys=False).encode("utf-8")
         meta = IndexMeta.from_dict(asdict(self.meta))
@@ -204,26 +209,38 @@ class IndexData:
         return save_dir
 
     @classmethod
-    def load(cls, index: "str | IndexData") -> "IndexData":
-        """An ``IndexData`` from a directory (ours or PaddleX's), or the object itself."""
+    def load(cls, index: "str | IndexData", *, storage: Any = None) -> "IndexData":
+        """An ``IndexData`` from a directory (ours or PaddleX's), or the object itself.
+
+        Every problem is an :class:`IndexFormatError` naming the directory and the file: a
+        truncated ``vector.index``, invalid YAML, ids in ``id_map.yaml`` that are not the ids
+        stored in the index (even with the same count).
+        """
         if isinstance(index, IndexData):
             return index
+        storage = storage or _storage_module
         index_dir = str(index)
         try:
             vector = storage.read_bytes(join_uri(index_dir, VECTOR_FILE))
         except Exception as exc:
             raise IndexFormatError(f"{index_dir}: not an index directory (no {VECTOR_FILE}): {exc}") from exc
-        info_name, info_bytes = _read_info_file(index_dir)
+        info_name, info_bytes = _read_info_file(index_dir, storage)
         meta: IndexMeta | None = None
         if storage.exists(join_uri(index_dir, META_FILE)):
-            meta = IndexMeta.from_dict(json.loads(storage.read_bytes(join_uri(index_dir, META_FILE))))
+            try:
+                meta = IndexMeta.from_dict(json.loads(storage.read_bytes(join_uri(index_dir, META_FILE))))
+            except (ValueError, TypeError) as exc:
+                raise IndexFormatError(f"{index_dir}/{META_FILE}: invalid JSON: {exc}") from None
             for name, data in ((VECTOR_FILE, vector), (ID_MAP_FILE, info_bytes)):
                 expected = meta.checksums.get(name)
                 if expected and expected != _sha256(data):
                     raise IndexFormatError(
                         f"{index_dir}: {name} does not match {META_FILE} (a concurrent or interrupted save); reload or rebuild"
                     )
-        info = yaml.safe_load(info_bytes.decode("utf-8")) or {}
+        try:
+            info = yaml.safe_load(info_bytes.decode("utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise IndexFormatError(f"{index_dir}/{info_name}: invalid YAML: {' '.join(str(exc).split())}") from None
         if not isinstance(info, dict):
             raise IndexFormatError(f"{index_dir}/{info_name} is not a mapping")
         if str(info.get("metric_type")) in BINARY_METRIC_TYPES:
@@ -233,22 +250,56 @@ class IndexData:
         missing = [k for k in ("id_map", "metric_type") if k not in info]
         if missing:
             raise IndexFormatError(f"{index_dir}/{info_name} lacks {missing}")
-        faiss_index = faiss.deserialize_index(np.frombuffer(vector, dtype=np.uint8))
+        if not isinstance(info["id_map"], dict) and info["id_map"] is not None:
+            raise IndexFormatError(f"{index_dir}/{info_name}: id_map must be a mapping of id -> label")
+        try:
+            faiss_index = faiss.deserialize_index(np.frombuffer(vector, dtype=np.uint8))
+        except Exception as exc:  # faiss raises RuntimeError on truncated or foreign bytes
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise IndexFormatError(
+                f"{index_dir}/{VECTOR_FILE}: not a readable faiss index ({len(vector)} bytes; truncated or corrupt?): {first}"
+            ) from None
         if "index_type" not in info:  # PaddleX 3.0-beta2 wrote {metric_type, id_map} only
             info["index_type"] = index_type_of(faiss_index)
+        info["id_map"] = info["id_map"] or {}
         n_tomb = len(meta.tombstones) if meta else 0
         if faiss_index.ntotal != len(info["id_map"]) + n_tomb:
             raise IndexFormatError(
                 f"{index_dir}: {faiss_index.ntotal} vectors but {len(info['id_map'])} labels (+{n_tomb} tombstones)"
             )
+        check_ids(faiss_index, info["id_map"], meta.tombstones if meta else (), f"{index_dir}/{info_name}")
         return cls(faiss_index, info, meta)
 
 
 BINARY_METRIC_TYPES = ("hamming", "jaccard")
 
 
-def _read_info_file(index_dir: str) -> tuple[str, bytes]:
+def check_ids(index: faiss.Index, id_map: dict, tombstones: Sequence[int] = (), source: str = ID_MAP_FILE) -> None:
+    """Raise :class:`IndexFormatError` unless the ids stored in ``index`` are exactly ``id_map``'s plus the tombstones.
+
+    A count check alone misses an ``id_map.yaml`` whose ids were shifted (same count, wrong
+    ids), which would label every hit with a neighbour's label or none.
+    """
+    if not isinstance(faiss.downcast_index(index), (faiss.IndexIDMap, faiss.IndexIDMap2)):
+        raise IndexFormatError(f"{source}: the faiss index has no id map (PaddleX writes an IndexIDMap2)")
+    try:
+        labelled = {int(k) for k in id_map}
+    except (TypeError, ValueError):
+        raise IndexFormatError(f"{source}: ids must be integers") from None
+    stored = set(stored_ids(index).tolist()) if index.ntotal else set()
+    expected = labelled | {int(t) for t in tombstones}
+    if stored != expected:
+        missing, extra = sorted(expected - stored), sorted(stored - expected)
+        raise IndexFormatError(
+            f"{source}: ids do not match the ids stored in {VECTOR_FILE} "
+            f"(labelled but not stored: {missing[:5]}{'...' if len(missing) > 5 else ''}; "
+            f"stored but not labelled: {extra[:5]}{'...' if len(extra) > 5 else ''})"
+        )
+
+
+def _read_info_file(index_dir: str, storage: Any = None) -> tuple[str, bytes]:
     """``(file name, bytes)`` of the label file: ``id_map.yaml``, else one of :data:`ID_MAP_ALIASES`."""
+    storage = storage or _storage_module
     errors = []
     for name in (ID_MAP_FILE, *ID_MAP_ALIASES):
         try:

@@ -62,5 +62,5 @@ class SmallObjectDetectionPipeline(SinglePredictorPipeline):
                 per_tile.append(rows)
                 offsets.append((x0, y0))
             merged = merge_tile_boxes(per_tile, offsets, self.slice.nms_iou)
-            results.append(DetResult.of(p, self.model.postprocess(merged, w, h, threshold=-1.0)))  # thresholded per tile
+            results.append(DetResult.of(p, self.model.postprocess(merged, w, h, threshold=0.0)))  # already thresholded per tile (scores > thr >= 0)
         return results

@@ -65,15 +65,23 @@ def upload_dir(local_dir: Path, prefix: str, limit: int | None = None) -> list[s
     return uris
 
 
-def read_table(uri: str):
-    """A Hive-partitioned table (``objects``/``images``) from a local or s3 output root."""
-    import pyarrow.dataset as ds
+def read_table(uri: str, version: int | None = None):
+    """The current snapshot (or ``version``) of a Delta table (``images``/``objects``/``runs``), local or s3."""
+    from deltalake import DeltaTable
 
-    parsed = storage.parse_uri(uri)
-    if parsed.scheme == "file":
-        return ds.dataset(parsed.path, format="parquet", partitioning="hive").to_table()
-    fs, path = storage.arrow_filesystem(uri)
-    return ds.dataset(path, filesystem=fs, format="parquet", partitioning="hive").to_table()
+    location, options = storage.default_storage().table_location(uri)
+    return DeltaTable(location, version=version, storage_options=options).to_pyarrow_table()
+
+
+VOLATILE = ("annotated_at", "flow_run_id", "shard_id", "download_ms", "decode_ms")
+
+
+def comparable_rows(uri: str) -> list[tuple]:
+    """A table's rows without what differs between equivalent runs (timings, run ids, shard ids), sorted."""
+    table = read_table(uri)
+    keep = [n for n in table.column_names if n not in VOLATILE]
+    rows = table.select(keep).to_pylist()
+    return sorted(tuple((k, r[k]) for k in keep) for r in rows)
 
 
 def coco_bbox_map(objects: list[dict[str, Any]], annotations: Path) -> float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 
-from .base import ObjectInfo, Store, UnsupportedOperationError, UnsupportedSchemeError
+from .base import ObjectInfo, PreconditionFailed, Store, UnsupportedOperationError, UnsupportedSchemeError
 
 _lock = threading.Lock()
 _registry: dict[str, type[Store]] = {}
@@ -53,6 +53,7 @@ __all__ = [
     "HttpStore",
     "LocalStore",
     "ObjectInfo",
+    "PreconditionFailed",
     "S3Settings",
     "S3Store",
     "Store",

@@ -49,6 +49,14 @@ class UnsupportedOperationError(ValueError):
     """The store behind a URI cannot do this operation (e.g. writing to ``https://``)."""
 
 
+class PreconditionFailed(Exception):
+    """A conditional write lost: the object changed (``if_match``) or already exists (``if_none_match``)."""
+
+    def __init__(self, uri: str, detail: str = "") -> None:
+        self.uri = uri
+        super().__init__(f"{uri}: precondition failed{': ' + detail if detail else ''}")
+
+
 def normalize_suffixes(suffixes: Iterable[str] | None) -> tuple[str, ...] | None:
     """Lower-cased suffix tuple for :func:`has_suffix` (None: no filter)."""
     if suffixes is None:
@@ -149,3 +157,13 @@ class Store(ABC):
     def table_location(self, uri: str) -> tuple[str, dict[str, str]]:
         """``(table URI, storage_options)`` for a Delta table (delta-rs's object store) at ``uri``."""
         raise self._unsupported("hold a Delta table at", uri)
+
+    # ------------------------------------------------------------ conditional writes (compare-and-swap)
+    def read_for_update(self, uri: str) -> "tuple[bytes | None, str | None]":
+        """``(data, etag)`` where the etag is the one :meth:`write_bytes_if` compares; ``(None, None)`` when absent."""
+        raise self._unsupported("read for a conditional write", uri)
+
+    def write_bytes_if(self, uri: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False) -> str:
+        """Write ``data`` only when the object's etag is ``if_match`` and/or it does not exist yet
+        (``if_none_match``); returns the new etag, raises :class:`PreconditionFailed` otherwise."""
+        raise self._unsupported("write conditionally to", uri)

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from ..errors import InputError
 from ..uri import ParsedURI
-from .base import ObjectInfo, Store, has_suffix, normalize_suffixes
+from .base import ObjectInfo, PreconditionFailed, Store, has_suffix, normalize_suffixes
 
 #: botocore's per-request attempts (adaptive mode: throttling and 5xx)
 S3_MAX_ATTEMPTS = 8
@@ -331,3 +331,37 @@ class S3Store(Store):
                 session_token=creds.get("aws_session_token"),
             )
         return fs.S3FileSystem(**kwargs), f"{parsed.bucket}/{parsed.path}"
+
+    # ------------------------------------------------------------ conditional writes (compare-and-swap)
+    def read_for_update(self, uri: str) -> "tuple[bytes | None, str | None]":
+        """The object and its ETag, one GET (``(None, None)`` when absent)."""
+        try:
+            data, info = self.read_object(uri)
+        except InputError as exc:
+            if exc.error_type == "not_found":
+                return None, None
+            raise
+        return data, info.etag
+
+    def write_bytes_if(self, uri: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False) -> str:
+        """``put_object`` with ``IfMatch`` / ``IfNoneMatch="*"``; HTTP 412 (or 409, a concurrent
+        conditional write) is :class:`PreconditionFailed`."""
+        parsed = self.parse(uri)
+        kwargs: dict[str, Any] = {}
+        if if_match is not None:
+            kwargs["IfMatch"] = if_match if if_match.startswith('"') else f'"{if_match}"'
+        if if_none_match:
+            kwargs["IfNoneMatch"] = "*"
+        try:
+            response = self.client().put_object(Bucket=parsed.bucket, Key=parsed.path, Body=data, **kwargs)
+        except Exception as exc:
+            code = s3_error_code(exc)
+            status = (getattr(exc, "response", None) or {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in S3_PRECONDITION or status in (409, 412):
+                raise PreconditionFailed(uri, code or str(status)) from None
+            raise
+        return str(response.get("ETag", "")).strip('"')
+
+
+#: S3 answers to a lost conditional write (412; 409 when another conditional write is in flight)
+S3_PRECONDITION = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})

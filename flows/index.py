@@ -1,0 +1,228 @@
+"""Prefect flows maintaining versioned PP-ShiTu indexes under an index root (``<root>/<name>/vNNNNNN`` + ``CURRENT``).
+
+- ``index_build(root, name, gallery)``: a new version from a whole gallery (another index type
+  or metric reuses every stored feature);
+- ``index_append(root, name, gallery)``: the gallery's images added with fresh ids;
+- ``index_remove(root, name, ids=..., labels=...)``;
+- ``index_rollback(root, name, version)``: a new version with exactly that version's content;
+- ``index_gc(root, name, keep)``: old published versions and orphans removed (never CURRENT,
+  never a pinned version);
+- ``index_refresh(root, name, gallery_prefix)``: exactly the images added since the current
+  version (by uri + etag, as its manifest recorded) appended, and those deleted removed.
+
+Gallery features are computed once, into the ``features`` Delta table (``<root>/_lake``), by
+``index-features-shard`` tasks on the runner named by ``runner`` (:mod:`.runners`).
+
+One writer per index name: each writing flow holds a slot of the Prefect global concurrency
+limit ``pxflow-index-<name>`` (created with limit 1 when missing) while it publishes, so two
+scheduled runs queue instead of racing. Correctness does not depend on it: publishing is a
+compare-and-swap on ``CURRENT`` and a losing writer redoes its operation on the winner's
+version; the limit only avoids that wasted work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from pxflow.tasks.credentials import storage_for
+from pxflow.tasks.features import feature_model, features_shard, gallery_entries, missing_entries, shard_entries
+from pxflow.tasks.index_ops import (
+    features_lake,
+    index_append_task,
+    index_build_task,
+    index_gc_task,
+    index_refresh_task,
+    index_remove_task,
+    index_rollback_task,
+)
+
+from .runners import make_task_runner
+
+WRITER_LIMIT_PREFIX = "pxflow-index-"
+#: seconds a writer's slot lease lasts between renewals (Prefect renews it while the flow runs)
+WRITER_LEASE_S = 300.0
+
+
+def writer_limit_name(name: str) -> str:
+    return f"{WRITER_LIMIT_PREFIX}{name}"
+
+
+def ensure_writer_limit(name: str) -> str:
+    """Create the global concurrency limit ``pxflow-index-<name>`` (limit 1) unless it exists."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    limit = writer_limit_name(name)
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(limit)
+        except Exception:
+            with contextlib.suppress(Exception):  # another flow created it meanwhile
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=limit, limit=1))
+    return limit
+
+
+@contextlib.contextmanager
+def one_writer(name: str):
+    """Hold the index name's writer slot (one at a time per name)."""
+    from prefect.concurrency.sync import concurrency
+
+    limit = ensure_writer_limit(name)
+    with concurrency(limit, occupy=1, lease_duration=WRITER_LEASE_S, strict=True):
+        yield
+
+
+def _run_id() -> str | None:
+    from prefect.runtime import flow_run
+
+    return flow_run.id
+
+
+@flow(name="index-features", validate_parameters=False)
+def compute_features(
+    entries: list[dict[str, Any]], lake_root: str, model_spec: dict[str, Any], s3_block: str | None, shard_size: int
+) -> dict[str, Any]:
+    """Embed the gallery entries that have no stored feature yet, one task per shard."""
+    futures = [features_shard.submit(shard, lake_root, model_spec, s3_block) for shard in shard_entries(entries, shard_size)]
+    computed, failed = 0, []
+    for future in futures:
+        result = future.result()
+        computed += result["computed"]
+        failed += result["failed"]
+    return {"computed": computed, "failed": failed}
+
+
+def _features_for(
+    root: str, gallery: str, gallery_root: str | None, model_spec: dict[str, Any], s3_block: str | None,
+    runner: str, concurrency: int, shard_size: int, features_root: str | None,
+) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any], str]:
+    """``(gallery entries, model description, feature stats, lake root)``: missing features computed."""
+    logger = get_run_logger()
+    storage = storage_for(s3_block)
+    entries = gallery_entries(gallery, storage, gallery_root)
+    lake = features_lake(root, s3_block, features_root)
+    model = feature_model(**model_spec).describe()
+    todo = missing_entries(lake, entries, model["sha256"])
+    stats = {"computed": 0, "failed": []}
+    if todo:
+        sub = compute_features.with_options(task_runner=make_task_runner(runner, concurrency))
+        stats = sub(todo, lake.output, model_spec, s3_block, shard_size)
+    absent = [{"uri": e["uri"], "error_type": "not_found", "message": "no such image"} for e in entries if e["etag"] is None]
+    stats = {"computed": stats["computed"], "reused": len(entries) - len(todo) - len(absent), "failed": absent + stats["failed"]}
+    for f in stats["failed"]:
+        logger.warning("gallery image skipped: %s: %s: %s", f["uri"], f["error_type"], f["message"])
+    return entries, model, stats, lake.output
+
+
+def _spec(pipeline: str, rec_model_dir: str | None, backend: str | None, device: str | None) -> dict[str, Any]:
+    return {"pipeline": pipeline, "rec_model_dir": rec_model_dir, "backend": backend, "device": device}
+
+
+@flow(name="index-build")
+def index_build(
+    root: str,
+    name: str,
+    gallery: str,
+    index_type: str = "HNSW32",
+    metric_type: str = "IP",
+    gallery_root: str | None = None,
+    pipeline: str = "PP-ShiTuV2",
+    rec_model_dir: str | None = None,
+    backend: str | None = None,
+    device: str | None = None,
+    runner: str = "thread",
+    concurrency: int = 2,
+    shard_size: int = 64,
+    s3_block: str | None = None,
+    features_root: str | None = None,
+) -> dict[str, Any]:
+    """A new version of ``name`` over the whole gallery (features from the table; missing ones computed)."""
+    spec = _spec(pipeline, rec_model_dir, backend, device)
+    entries, model, stats, lake_root = _features_for(root, gallery, gallery_root, spec, s3_block, runner, concurrency, shard_size, features_root)
+    inputs = {"gallery": gallery, "images": len(entries)}
+    with one_writer(name):
+        out = index_build_task(root, name, lake_root, entries, model, index_type, metric_type, inputs, s3_block, _run_id())
+    return {**out, "features_computed": stats["computed"], "features_reused": stats["reused"], "skipped": stats["failed"]}
+
+
+@flow(name="index-append")
+def index_append(
+    root: str,
+    name: str,
+    gallery: str,
+    gallery_root: str | None = None,
+    pipeline: str = "PP-ShiTuV2",
+    rec_model_dir: str | None = None,
+    backend: str | None = None,
+    device: str | None = None,
+    runner: str = "thread",
+    concurrency: int = 2,
+    shard_size: int = 64,
+    s3_block: str | None = None,
+    features_root: str | None = None,
+) -> dict[str, Any]:
+    """The gallery's images appended to the current version, with fresh ids."""
+    spec = _spec(pipeline, rec_model_dir, backend, device)
+    entries, model, stats, lake_root = _features_for(root, gallery, gallery_root, spec, s3_block, runner, concurrency, shard_size, features_root)
+    with one_writer(name):
+        out = index_append_task(root, name, lake_root, entries, model, {"gallery": gallery, "images": len(entries)}, s3_block, _run_id())
+    return {**out, "features_computed": stats["computed"], "features_reused": stats["reused"], "skipped": stats["failed"]}
+
+
+@flow(name="index-remove")
+def index_remove(
+    root: str, name: str, ids: list[int] | None = None, labels: list[str] | None = None, s3_block: str | None = None
+) -> dict[str, Any]:
+    """Remove ids and/or every entry of some labels; ids or labels the index lacks fail the flow, no version made."""
+    with one_writer(name):
+        return index_remove_task(root, name, ids, labels, s3_block, _run_id())
+
+
+@flow(name="index-rollback")
+def index_rollback(root: str, name: str, version: str, s3_block: str | None = None) -> dict[str, Any]:
+    """Publish a new version with exactly ``version``'s vectors, ids and labels."""
+    with one_writer(name):
+        return index_rollback_task(root, name, version, s3_block, _run_id())
+
+
+@flow(name="index-gc")
+def index_gc(root: str, name: str, keep: int = 5, orphan_age_s: float = 3600.0, s3_block: str | None = None) -> dict[str, Any]:
+    """Delete published versions beyond the newest ``keep`` and orphans older than ``orphan_age_s``."""
+    with one_writer(name):
+        return index_gc_task(root, name, keep, orphan_age_s, s3_block)
+
+
+@flow(name="index-refresh")
+def index_refresh(
+    root: str,
+    name: str,
+    gallery_prefix: str,
+    gallery_root: str | None = None,
+    pipeline: str = "PP-ShiTuV2",
+    rec_model_dir: str | None = None,
+    backend: str | None = None,
+    device: str | None = None,
+    runner: str = "thread",
+    concurrency: int = 2,
+    shard_size: int = 64,
+    s3_block: str | None = None,
+    features_root: str | None = None,
+) -> dict[str, Any]:
+    """Append the gallery images added since the current version and remove those deleted (or changed)."""
+    from pxflow.pipelines.retrieval.versions import NothingToChange
+
+    spec = _spec(pipeline, rec_model_dir, backend, device)
+    entries, model, stats, lake_root = _features_for(
+        root, gallery_prefix, gallery_root, spec, s3_block, runner, concurrency, shard_size, features_root
+    )
+    extra = {"features_computed": stats["computed"], "features_reused": stats["reused"], "skipped": stats["failed"]}
+    with one_writer(name):
+        try:
+            out = index_refresh_task(root, name, lake_root, entries, model, {"gallery": gallery_prefix, "images": len(entries)}, s3_block, _run_id())
+        except NothingToChange as exc:
+            get_run_logger().info("%s", exc)
+            return {"name": name, "version": None, "unchanged": True, **extra}
+    return {**out, **extra}

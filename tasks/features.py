@@ -1,0 +1,228 @@
+"""Gallery features as data: galleries -> entries (uri, etag, label) -> the ``features`` Delta table.
+
+A feature is keyed by ``(image_uri, etag, model_sha256)``: it is computed once per image
+content and recognition model, by sharded Prefect tasks (:data:`features_shard`), and every
+index build/append/refresh reads it from the table. Rebuilding with another index type or
+metric recomputes nothing; a changed image (new etag) or another model computes anew.
+
+Galleries (:func:`gallery_entries`):
+
+- a label file: ``path<whitespace>label`` per line (:mod:`pipelines.retrieval.gallery`),
+  paths relative to ``gallery_root`` or the file's folder;
+- a manifest (``.csv``/``.tsv``/``.parquet``/...) with a ``label`` column;
+- a folder / prefix holding exactly one label file (``*.txt``) at its top level.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from pxflow.pipelines.io.errors import InputError
+from pxflow.pipelines.io.inputs import InputItem
+from pxflow.pipelines.io.manifest import MANIFEST_SUFFIXES, iter_entries
+from pxflow.pipelines.io.storage import Storage
+from pxflow.pipelines.io.uri import join_uri
+from pxflow.pipelines.retrieval.gallery import label_file_dir, parse_gallery_lines
+
+from .lake import Lake, append_features, read_features
+
+log = logging.getLogger(__name__)
+
+FEATURE_BATCH = 8
+LABEL_FILE_SUFFIXES = (".txt",)
+
+
+# ---------------------------------------------------------------- galleries
+
+def _label_file_of(prefix: str, storage: Storage) -> str:
+    candidates = [
+        info.uri for info in storage.list_objects(prefix, suffixes=LABEL_FILE_SUFFIXES)
+        if "/" not in info.uri[len(prefix.rstrip("/")) + 1 :]
+    ]
+    if len(candidates) != 1:
+        raise ValueError(
+            f"gallery {prefix}: expected exactly one label file (*.txt, 'path<TAB>label' lines) at its top level, "
+            f"found {len(candidates)}{': ' + ', '.join(candidates[:5]) if candidates else ''}"
+        )
+    return candidates[0]
+
+
+def gallery_entries(gallery: str, storage: Storage, gallery_root: str | None = None) -> list[dict[str, Any]]:
+    """``[{"uri", "label", "etag"}]`` of a gallery (label file, manifest with a ``label`` column, or a
+    prefix with one label file); ``etag`` is None for an image that does not exist."""
+    gallery = str(gallery)
+    lower = gallery.lower()
+    if storage.is_dir(gallery) and not lower.endswith(LABEL_FILE_SUFFIXES):
+        gallery = _label_file_of(gallery, storage)
+        lower = gallery.lower()
+    if lower.endswith(MANIFEST_SUFFIXES) and not lower.endswith(LABEL_FILE_SUFFIXES):
+        pairs = []
+        for entry in iter_entries(gallery, storage):
+            label = entry.extra.get("label")
+            if label is None or str(label).strip() == "":
+                raise ValueError(f"{gallery}: manifest row {entry.uri!r} has no 'label' column value")
+            pairs.append((entry.uri, str(label)))
+        base = None
+    else:
+        try:
+            text = storage.read_bytes(gallery).decode("utf-8")
+        except InputError as exc:
+            raise ValueError(f"gallery label file {gallery}: {exc.error_type}: {exc.message}") from None
+        base = gallery_root or label_file_dir(gallery)
+        pairs = [(join_uri(base, path), label) for path, label in parse_gallery_lines(text, gallery)]
+    etags = _listed_etags(base, storage) if base else {}
+    out = []
+    for uri, label in pairs:
+        etag = etags.get(uri)
+        if etag is None:
+            info = storage.stat(uri)
+            etag = info.etag if info is not None else None
+        out.append({"uri": uri, "label": label, "etag": etag})
+    return out
+
+
+def _listed_etags(base: str, storage: Storage) -> dict[str, str]:
+    """One listing of the gallery folder instead of a stat per image."""
+    try:
+        return {info.uri: info.etag for info in storage.list_objects(base) if info.etag}
+    except Exception:  # an unlistable prefix: fall back to stats
+        return {}
+
+
+# ---------------------------------------------------------------- the recognition model
+
+_models: dict[tuple, Any] = {}
+_models_lock = threading.Lock()
+
+
+def feature_model(pipeline: str = "PP-ShiTuV2", rec_model_dir: str | None = None, backend: str | None = None, device: str | None = None):
+    """The pipeline config's ``SubModules.Recognition`` model (``rec_model_dir`` overrides), loaded once per process."""
+    key = (pipeline, rec_model_dir, backend, device)
+    with _models_lock:
+        found = _models.get(key)
+        if found is not None:
+            return found
+        from pxflow.pipelines.config import load_config
+        from pxflow.pipelines.overrides import apply_overrides
+        from pxflow.pipelines.predictors import create_predictor, submodule
+        from pxflow.pipelines.settings import PxflowSettings
+
+        config = apply_overrides(
+            load_config(pipeline),
+            settings={"backend": backend} if backend else None,
+            assignments=[f"SubModules.Recognition.model_dir={rec_model_dir}"] if rec_model_dir else (),
+        )
+        settings = PxflowSettings.from_mapping(config.get("Pxflow"))
+        model = create_predictor(submodule(config, "Recognition"), settings, device or "cpu", "image_feature")
+        _models[key] = model
+        return model
+
+
+# ---------------------------------------------------------------- computing features
+
+def missing_entries(lake: Lake, entries: Sequence[dict[str, Any]], model_sha256: str) -> list[dict[str, Any]]:
+    """The entries whose ``(uri, etag)`` has no feature for this model yet (and that exist)."""
+    have = read_features(lake, model_sha256, [e["uri"] for e in entries])
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for e in entries:
+        key = (e["uri"], e["etag"])
+        if e["etag"] is None or key in have or key in seen:
+            continue
+        seen.add(key)
+        out.append(dict(e))
+    return out
+
+
+def compute_features(
+    entries: Sequence[dict[str, Any]], model: Any, storage: Storage, lake: Lake
+) -> dict[str, Any]:
+    """Embed ``entries`` and append one row each to the features table (plain Python; the task wraps it).
+
+    The etag stored is the one the read saw (a file replaced since listing gets its new etag).
+    Unreadable images are returned in ``failed``, never fatal.
+    """
+    desc = model.describe()
+    tensors, kept, failed = [], [], []
+    for e in entries:
+        item = InputItem(e["uri"], storage=storage)
+        try:
+            tensors.append(model.preprocess(item.load()))
+        except InputError as exc:
+            failed.append({"uri": e["uri"], "error_type": exc.error_type, "message": exc.message})
+            continue
+        except Exception as exc:  # a decoder failure on a corrupt image
+            failed.append({"uri": e["uri"], "error_type": "decode_failed", "message": f"{type(exc).__name__}: {exc}"})
+            continue
+        kept.append((e["uri"], item.meta.get("etag") or e["etag"]))
+    if kept:
+        features = model.infer(tensors, batch_size=max(FEATURE_BATCH, model.batch_size))
+        now = time.time()
+        rows = pa.table(
+            {
+                "image_uri": [u for u, _ in kept],
+                "etag": [str(t) for _, t in kept],
+                "model_sha256": [desc["sha256"]] * len(kept),
+                "model_name": [desc.get("name")] * len(kept),
+                "dim": [int(features.shape[1])] * len(kept),
+                "feature": [row.astype(np.float32).tolist() for row in features],
+                "computed_at": [now] * len(kept),
+            }
+        )
+        append_features(lake, rows)
+    return {"computed": len(kept), "failed": failed, "computed_keys": [list(k) for k in kept]}
+
+
+def feature_matrix(
+    lake: Lake, entries: Sequence[dict[str, Any]], model_sha256: str
+) -> tuple[np.ndarray, list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(features [n, D], entries found, entries missing)`` from the table, in ``entries`` order.
+
+    An entry whose listed etag has no row but whose uri has exactly one row of another etag
+    (the file changed between listing and reading) takes that row's etag.
+    """
+    have = read_features(lake, model_sha256, [e["uri"] for e in entries])
+    by_uri: dict[str, list[tuple[str, list[float]]]] = {}
+    for (uri, etag), vec in have.items():
+        by_uri.setdefault(uri, []).append((etag, vec))
+    rows, found, missing = [], [], []
+    for e in entries:
+        vec = have.get((e["uri"], e["etag"]))
+        if vec is None:
+            missing.append(dict(e))
+            continue
+        rows.append(vec)
+        found.append(dict(e))
+    dim = len(rows[0]) if rows else 0
+    return np.asarray(rows, np.float32).reshape(len(rows), dim), found, missing
+
+
+def shard_entries(entries: Sequence[dict[str, Any]], shard_size: int) -> list[list[dict[str, Any]]]:
+    size = max(1, int(shard_size))
+    return [list(entries[i : i + size]) for i in range(0, len(entries), size)]
+
+
+def _features_shard(
+    entries: list[dict[str, Any]], lake_root: str, model_spec: dict[str, Any], s3_block: str | None = None
+) -> dict[str, Any]:
+    from .credentials import storage_for
+
+    storage = storage_for(s3_block)
+    model = feature_model(**model_spec)
+    return compute_features(entries, model, storage, Lake(lake_root, storage))
+
+
+def _make_task():
+    from prefect import task
+
+    return task(name="index-features-shard", retries=2, retry_delay_seconds=1)(_features_shard)
+
+
+#: the Prefect task: embed one shard of gallery entries into the features table
+features_shard = _make_task()
