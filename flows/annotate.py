@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections import deque
@@ -30,7 +31,7 @@ from pxflow.pipelines.io.manifest import iter_entries
 from pxflow.pipelines.io.uri import join_uri
 from pxflow.tasks.annotate_shard import annotate_shard
 from pxflow.tasks.credentials import storage_for
-from pxflow.tasks.faults import checkpoint
+from pxflow.pipelines.faults import checkpoint
 from pxflow.tasks.job import AnnotateJob, prepare_job
 from pxflow.tasks.lake import Lake
 from pxflow.tasks.maintenance import prune_missing, swap_in_staging
@@ -39,7 +40,7 @@ from pxflow.tasks.plan import PlanStats, plan
 
 from .options import AnnotateOptions
 from .progress import report
-from .runners import make_task_runner, threads_per_worker
+from .runners import get_runner, gpu_slot_tags, local_device_check, make_task_runner, submit_context, threads_per_worker, worker_device
 from .summary import publish_summary, run_summary
 
 
@@ -62,14 +63,22 @@ def job_for(output: str, options: AnnotateOptions, partition: str | None = None)
         predict_kwargs=options.predict_kwargs,
         partition=partition,
         download_workers=options.download_workers,
-        cpu_threads=threads_per_worker(options.runner, options.concurrency, options.dask_address),
+        cpu_threads=threads_per_worker(options.runner, options.concurrency, _address(options)),
         s3_block=options.s3_block,
         assignments=tuple(options.set),
+        device=options.device,
     )
 
 
+def _address(options: AnnotateOptions) -> str | None:
+    return options.ray_address if options.runner == "ray" else options.dask_address
+
+
 @flow(name="annotate-shards", validate_parameters=False)
-def run_shards(job: AnnotateJob, input: str, shard_size: int, max_in_flight: int, everything: bool) -> dict[str, Any]:
+def run_shards(
+    job: AnnotateJob, input: str, shard_size: int, max_in_flight: int, everything: bool, limit: int | None = None,
+    runner: str = "thread",
+) -> dict[str, Any]:
     """Plan ``input`` against the tables and stream its shards to ``annotate-shard`` tasks."""
     logger = get_run_logger()
     storage = storage_for(job.s3_block)
@@ -100,14 +109,20 @@ def run_shards(job: AnnotateJob, input: str, shard_size: int, max_in_flight: int
                         summary["n_inputs"], summary["n_error"], summary["n_objects"])
         progress(False)
 
-    shards = plan(iter_entries(input, storage), annotated, shard_size, storage, stats, everything)
+    entries = iter_entries(input, storage)
+    if limit is not None:
+        entries = itertools.islice(entries, limit)
+    shards = plan(entries, annotated, shard_size, storage, stats, everything)
+    # on a GPU of this machine, a tag-based global concurrency limit keeps one shard per GPU at a time
+    shard_task = annotate_shard.with_options(tags=gpu_slot_tags(job.device)) if runner in ("thread", "process") else annotate_shard
     first = True
     for shard in shards:
         if first:
             checkpoint("after_plan")
             first = False
         options = list(shard.options) if shard.options else None
-        future = annotate_shard.submit(job, shard.shard_id, shard.index, list(shard.uris), options)
+        with submit_context(runner, job.device):  # dask/ray: the shard asks for one GPU
+            future = shard_task.submit(job, shard.shard_id, shard.index, list(shard.uris), options)
         shard_of[id(future)] = shard.shard_id
         pending.append(future)
         while len(pending) >= max_in_flight:
@@ -142,21 +157,30 @@ def annotate(
     options = options or AnnotateOptions()
     logger = get_run_logger()
     started = time.time()
+    local_device_check(options.runner, options.device, options.backend, _address(options))
     job = job_for(output, options, partition)
     storage = storage_for(job.s3_block)
     lake = Lake(output, storage)
     lake.check_partitioning(partition)
     # bad options, prompts or models fail here, once, before any shard is planned
-    checked_pipeline(job.config, job.model_sha256, job.predict_kwargs, keep=options.runner == "thread")
+    if options.runner == "deployment":  # the models run on the deployment's pool: validate them on this CPU
+        checked_pipeline(job.on_device("cpu").config, job.model_sha256, job.predict_kwargs, keep=False)
+    else:
+        checked_pipeline(job.config, job.model_sha256, job.predict_kwargs, keep=options.runner == "thread")
     run_id = str(flow_run.get_id() or uuid.uuid4().hex)
     everything = options.force or options.replace
     job = replace_fields(job, flow_run_id=run_id, force=everything,
                          staging=join_uri(output, "_staging", run_id) if options.replace else None)
     logger.info("run key %s (%s, model %s sha256 %s…)", job.run_key, job.pipeline, job.model_name, job.model_sha256[:12])
-    task_runner = make_task_runner(options.runner, options.concurrency, options.dask_address)
-    outcome = run_shards.with_options(task_runner=task_runner)(
-        job, input, options.shard_size, max(2, 2 * options.concurrency), everything
-    )
+    job = job.on_device(worker_device(options.runner, job.device, _address(options)))
+    fan_out = get_runner(options.runner).fan_out
+    if fan_out is not None:
+        outcome = fan_out(job, input, options, everything)
+    else:
+        task_runner = make_task_runner(options.runner, options.concurrency, _address(options), options.device)
+        outcome = run_shards.with_options(task_runner=task_runner)(
+            job, input, options.shard_size, max(2, 2 * options.concurrency), everything, options.limit, options.runner
+        )
     if outcome["plan"]["listed"] == 0 and not options.allow_empty:
         raise EmptyInputError(f"{input} lists no images (a typo? pass allow_empty to accept an empty run)")
     pruned = 0

@@ -54,7 +54,15 @@ def date_partitions(prefix: str, start: str, end: str, storage=None) -> list[str
 
 @flow(name="backfill", log_prints=True, flow_run_name="backfill-{start}-{end}")
 def backfill(input: str, output: str, start: str, end: str, options: AnnotateOptions | None = None) -> dict[str, Any]:
-    """Annotate every date partition of ``input`` in ``[start, end]``, incrementally."""
+    """Annotate every date partition of ``input`` in ``[start, end]``, incrementally.
+
+    Args:
+        input: prefix holding dt=YYYY-MM-DD/ partitions (local folder or s3://)
+        output: output root of the Delta tables; each partition lands in its dt value
+        start: first date: YYYY-MM-DD, today, yesterday or today-N (UTC)
+        end: last date (inclusive), same spellings as start
+        options: how to annotate (pipeline, model, threshold, shards, runner, device ...)
+    """
     options = options or AnnotateOptions()
     logger = get_run_logger()
     partitions = date_partitions(input, start, end, storage_for(options.s3_block))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pxflow.tasks.job import DEFAULT_DOWNLOAD_WORKERS
 from pxflow.tasks.shards import DEFAULT_SHARD_SIZE
@@ -34,12 +34,33 @@ class AnnotateOptions(BaseModel):
     concurrency: int = Field(2, ge=1, description="shards processed at once (threads or worker processes)")
     runner: str = Field("thread", description="task runner: " + ", ".join(runner_names()))
     dask_address: str | None = Field(None, description="an existing Dask scheduler (runner dask)")
+    ray_address: str | None = Field(None, description="an existing Ray cluster, e.g. ray://head:10001 (runner ray)")
+    device: str = Field("cpu", description="where the models run: cpu, gpu (any one GPU) or gpu:N")
+    deployment: str = Field(
+        "annotate-shard-group/gpu",
+        description="runner deployment: the `flow/deployment` that annotates one group of shards (e.g. on a GPU pool)",
+    )
+    shards_per_group: int = Field(4, ge=1, description="runner deployment: shards per child flow run")
+    limit: int | None = Field(None, ge=1, description="annotate at most this many listed inputs (a trial run)")
     force: bool = Field(False, description="re-annotate every input, even unchanged ones (shard by shard)")
     replace: bool = Field(False, description="re-annotate the whole partition and swap it in atomically")
     prune: bool = Field(False, description="drop the rows of inputs that are no longer listed")
     allow_empty: bool = Field(False, description="an input that lists nothing is a successful (empty) run")
     download_workers: int = Field(DEFAULT_DOWNLOAD_WORKERS, ge=1, description="download/decode threads per shard")
     s3_block: str | None = Field(None, description="name of a Prefect Secret block with S3 settings (JSON)")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        from pxflow.pipelines.models.backends import normalize_device
+
+        return normalize_device(value)
+
+    @model_validator(mode="after")
+    def _limit_without_prune(self) -> "AnnotateOptions":
+        if self.limit is not None and self.prune:
+            raise ValueError("limit and prune do not mix: a limited run does not list every input")
+        return self
 
     @field_validator("runner")
     @classmethod

@@ -21,7 +21,7 @@ from pxflow.pipelines.io.errors import InputError
 from pxflow.pipelines.io.inputs import InputItem
 
 from .credentials import storage_for
-from .faults import checkpoint
+from pxflow.pipelines.faults import checkpoint
 from .job import AnnotateJob
 from .lake import Lake
 from .model_cache import get_pipeline, process_stats

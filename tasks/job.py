@@ -15,6 +15,9 @@ from typing import Any
 from pxflow.pipelines.config import load_config
 from pxflow.pipelines.overrides import apply_overrides
 from pxflow.pipelines.registry import pipeline_class
+from pxflow.pipelines.retrieval.versions import pin_spec
+
+from .credentials import storage_for
 
 from .shards import run_key
 
@@ -40,6 +43,14 @@ class AnnotateJob:
     staging: str | None = None
     #: the ``annotate`` flow run the rows belong to (set by the flow)
     flow_run_id: str | None = None
+    #: where the models run: ``cpu`` or ``gpu:N`` (also ``config["device"]``); not part of the run key
+    device: str = "cpu"
+
+    def on_device(self, device: str) -> "AnnotateJob":
+        """This job on another device (a worker pinned to one GPU sees it as ``gpu:0``)."""
+        from dataclasses import replace
+
+        return replace(self, device=device, config={**self.config, "device": device})
 
     @property
     def table_root(self) -> str:
@@ -60,11 +71,16 @@ def prepare_job(
     cpu_threads: int | None = None,
     s3_block: str | None = None,
     assignments: tuple[str, ...] = (),
+    device: str | None = None,
 ) -> AnnotateJob:
     """Config (YAML < parameters), model identity and run key: everything shards share.
 
     Raises ``ValueError`` for a bad pipeline, option or model before any work is fanned out.
+    ``device`` (``cpu``, ``gpu``, ``gpu:N``; default: the config's, else ``cpu``) is where the
+    models run; it is left out of the run key, so moving a job to a GPU keeps its rows.
     """
+    from pxflow.pipelines.models.backends import normalize_device
+
     kwargs = dict(predict_kwargs or {})
     if threshold is not None:
         kwargs["threshold"] = threshold
@@ -77,13 +93,21 @@ def prepare_job(
         "prefetch": max(int((base.get("Pxflow") or {}).get("prefetch") or 8), 2 * workers),
     }
     config = apply_overrides(base, model_dir=model_dir, settings=settings, assignments=assignments, options=kwargs)
+    # a versioned index (root/name) is pinned now, once: every shard reads that version, whatever is published meanwhile
+    if kwargs.get("index") is not None:
+        kwargs["index"] = pin_spec(kwargs["index"], storage_for(s3_block))
+    elif config.get("index") not in (None, "", "None", "null"):
+        config["index"] = pin_spec(config["index"], storage_for(s3_block))
+    chosen = normalize_device(device if device is not None else config.get("device"))
+    config["device"] = chosen
+    keyed = {k: v for k, v in config.items() if k != "device"}
     identity = pipeline_class(config["pipeline_name"]).identity(config, kwargs)
     if not identity.models:
         raise ValueError("the pipeline config names no model (SubModules.*.model_name/model_dir)")
     return AnnotateJob(
         config=config,
         predict_kwargs=kwargs,
-        run_key=run_key(config, identity, kwargs),
+        run_key=run_key(keyed, identity, kwargs),
         pipeline=str(config["pipeline_name"]),
         model_name=identity.model_name,
         model_sha256=identity.model_sha256,
@@ -91,4 +115,5 @@ def prepare_job(
         partition=partition,
         force=force,
         s3_block=s3_block,
+        device=chosen,
     )

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from pxflow.pipelines.io.storage import Storage
 from pxflow.pipelines.io.uri import join_uri
 
-from .faults import checkpoint
+from pxflow.pipelines.faults import checkpoint
 
 #: table name -> the columns identifying one row's input (what a shard's commit replaces)
 TABLES = ("images", "objects", "runs", "features")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -347,9 +348,9 @@ def test_a_crash_leaves_current_on_a_complete_version_and_gc_removes_the_orphan(
     root, _ = where
     repo = _base(root, f"crash-{point}")
     before = repo.load()
-    proc = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, root, repo.name], env=_env({"PXFLOW_INDEX_CRASH_AT": point}),
+    proc = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, root, repo.name], env=_env({"PXFLOW_KILL_AT": f"index_{point}"}),
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 86, proc.stderr[-2000:]  # died where told, without cleaning up
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]  # died where told, without cleaning up
     assert repo.current_version() == "v000001"
     assert repo.versions() == ["v000001", "v000002"]  # the orphan is there ...
     orphan = join_uri(repo.base, "v000002")
@@ -541,3 +542,51 @@ def test_two_cli_appends_at_once_keep_every_vector(subset, config, prefect_serve
     consumed = {c["uri"] for c in IndexRepo(root, "shop").manifest(IndexRepo(root, "shop").current_version())["consumed"]}
     assert consumed == {join_uri(gallery, rel) for rel, _ in subset}
     assert sorted(r["version"] for r in results) == ["v000002", "v000003"]  # serialised by the writer limit
+
+
+# ---------------------------------------------------------------- readers pin a version
+
+def test_annotate_pins_the_version_and_the_next_run_follows_a_remove(subset, config, shitu_models, prefect_server, tmp_path,
+                                                                     monkeypatch):
+    """Rows record the pinned version; a publish during a run does not change its rows; after a
+    remove --label the next run re-recognises (a new annotation key) and the removed label is gone."""
+    from prefect.logging.configuration import setup_logging
+
+    from pxflow.flows.annotate import annotate
+    from pxflow.flows.options import AnnotateOptions
+    from pxflow.tasks.annotate_shard import run_shard
+    from pxflow.tasks.job import prepare_job
+    from tests.support.annotate_helpers import read_table
+
+    # the CLI tests above first configured Prefect's logging under capfd, whose capture files are closed
+    # now: the root console handler would still write to them, so rebuild the handlers on today's streams
+    setup_logging(incremental=False)
+
+    monkeypatch.setenv("PXFLOW_INDEX_CACHE", str(tmp_path / "cache"))
+    root, storage = str(tmp_path / "indexes"), Storage()
+    gallery = put_gallery(str(tmp_path / "gallery"), subset, "all.txt", storage)
+    from pxflow.flows.index import index_build, index_remove
+
+    index_build(root, "drinks", gallery, index_type="Flat", rec_model_dir=shitu_models["rec"])
+    spec = f"{root}/drinks"
+    images = sorted(str(p) for p in (DRINK / "test_images").iterdir() if not p.name.startswith("."))
+    out = tmp_path / "out"
+    options = AnnotateOptions(pipeline=config, predict_kwargs={"index": spec, "rec_threshold": 0.0})
+    first = annotate(input=str(DRINK / "test_images"), output=str(out), options=options)
+    rows = [r for r in read_table(str(out / "objects")).to_pylist() if r["run_key"] == first["run_key"]]
+    assert rows and {(r["index_name"], r["index_version"]) for r in rows} == {("drinks", "v000001")}
+    top = Counter(r["rec_label"] for r in rows).most_common(1)[0][0]
+
+    # a job pinned before a publish keeps reading the version it pinned
+    pinned = prepare_job(str(tmp_path / "pinned"), pipeline=config, predict_kwargs={"index": spec, "rec_threshold": 0.0})
+    index_remove(root, "drinks", labels=[top])
+    assert IndexRepo(root, "drinks").current_version() == "v000002"
+    run_shard(pinned, "s1", images)
+    during = read_table(str(tmp_path / "pinned" / "objects")).to_pylist()
+    assert {r["index_version"] for r in during} == {"v000001"} and top in {r["rec_label"] for r in during}
+
+    second = annotate(input=str(DRINK / "test_images"), output=str(out), options=options)
+    assert second["run_key"] != first["run_key"] and second["images_inferred"] == len(images)  # re-recognised
+    after = [r for r in read_table(str(out / "objects")).to_pylist() if r["run_key"] == second["run_key"]]
+    assert after and {r["index_version"] for r in after} == {"v000002"}
+    assert top not in {r["rec_label"] for r in after}

@@ -5,6 +5,7 @@
 
 - ``pxflow annotate ...`` / ``pxflow backfill ...``: Prefect flows (:mod:`flows.cli.annotate`)
 - ``pxflow index build|append|remove ...``: PP-ShiTu index maintenance (:mod:`flows.cli.index`)
+- ``pxflow --help`` lists them all; ``pxflow --version`` prints the installed version
 """
 
 from __future__ import annotations
@@ -20,13 +21,62 @@ SUBCOMMANDS = {
     "export": "pxflow.flows.cli.export",
     "eval": "pxflow.flows.cli.eval",
     "lake": "pxflow.flows.cli.lake",
+    "serve": "pxflow.flows.cli.serve",
 }
+
+DESCRIPTIONS = {
+    "annotate": "annotate images under a prefix or manifest into Delta tables (a Prefect flow)",
+    "backfill": "annotate the dt=YYYY-MM-DD partitions between two dates (one annotate subflow each)",
+    "index": "build, append to or remove from a PP-ShiTu index",
+    "eval": "COCOeval of an annotate output against ground truth",
+    "export": "export an annotate output as COCO results or a COCO dataset",
+    "lake": "maintain the output tables (optimize, vacuum)",
+    "serve": "serve the pipelines over HTTP",
+}
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("pxflow")
+    except PackageNotFoundError:  # pragma: no cover - not installed
+        return "unknown"
+
+
+def top_level_help() -> str:
+    width = max(len(n) for n in SUBCOMMANDS)
+    lines = [
+        "usage: pxflow <command> [options]      (pxflow <command> --help for its options)",
+        "       pxflow --pipeline NAME --input PATH [--device cpu] [--save-path DIR]   (PaddleX-style predict)",
+        "       pxflow --version",
+        "",
+        "commands:",
+        *(f"  {n.ljust(width)}  {DESCRIPTIONS.get(n, '')}" for n in SUBCOMMANDS),
+        "",
+        "PaddleX-style predict options: pxflow --pipeline NAME --help",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args in ([], ["-h"], ["--help"]):
+        print(top_level_help())
+        return 0
+    if args == ["--version"] or args == ["-V"]:
+        print(f"pxflow {version()}")
+        return 0
     if args and args[0] in SUBCOMMANDS:
         module = importlib.import_module(SUBCOMMANDS[args[0]])
+        return int(module.main(args) or 0)
+    if args and args[0] in OPTIONAL_SUBCOMMANDS:
+        try:
+            module = importlib.import_module(OPTIONAL_SUBCOMMANDS[args[0]])
+        except ModuleNotFoundError:
+            print(f"pxflow {args[0]}: not part of this install", file=sys.stderr)
+            return 2
         return int(module.main(args) or 0)
     from .predict import main as predict_main
 

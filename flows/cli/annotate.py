@@ -8,17 +8,28 @@ outputs wherever ``--output`` points (a local folder or ``s3://``). With
 Flags are kebab-case; the PaddleX-style snake_case spellings are aliases.
 Usage errors (a typo in the pipeline, a bad threshold or prompt, a broken model, an
 unknown URI scheme, a partition that does not fit the tables, an input that lists
-nothing) are found before any Prefect server starts. Exit status: 0 when every listed
-input has its row, 1 when some shard failed or some input failed transiently (rerun the
-same command to finish), 2 for usage errors.
+nothing, a GPU this machine cannot use) are found before any Prefect server starts.
+Exit status: 0 when every listed input has its row, 1 when some shard failed or some
+input failed transiently (rerun the same command to finish), 2 for usage errors.
+
+Nothing outlives the command: without ``PREFECT_API_URL`` it starts the temporary
+Prefect server itself (a child that dies with it, even on SIGKILL), points every worker
+at it, and a small reaper process ends whatever else it started (Dask workers ...) if the
+command is killed. SIGTERM ends the run like Ctrl-C: shards already committed stay, a rerun
+finishes the rest.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
+import signal
+import subprocess
 import sys
+import time
 from typing import Any
 
 from .values import parse_literal
@@ -39,6 +50,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     _flag(p, "workers", type=int, default=2, help="shards processed at once (threads or worker processes)")
     _flag(p, "runner", choices=runner_names(), default="thread", help="task runner (default thread)")
     _flag(p, "dask-address", default=None, help="an existing Dask scheduler (with --runner dask)")
+    _flag(p, "ray-address", default=None, help="an existing Ray cluster (with --runner ray)")
+    _flag(p, "deployment", default=None, help="with --runner deployment: the shard-group deployment (flow/name)")
+    _flag(p, "shards-per-group", type=int, default=None, help="with --runner deployment: shards per child flow run")
+    _flag(p, "device", default=None, help="cpu (default), gpu or gpu:N; a GPU this machine cannot use is an error")
+    _flag(p, "limit", type=int, default=None, help="annotate at most N listed inputs")
+    _flag(p, "dry-run", action="store_true", help="list and plan only: print the counts, infer and write nothing")
+    _flag(p, "log-level", default=None, type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+          help="Prefect and pxflow log level")
     _flag(p, "force", action="store_true", help="re-annotate every input, even unchanged ones")
     _flag(p, "replace", action="store_true", help="re-annotate the whole partition and swap it in atomically")
     _flag(p, "prune", action="store_true", help="drop the rows of inputs that are no longer listed")
@@ -94,6 +113,11 @@ def flow_parameters(args: argparse.Namespace) -> dict[str, Any]:
         "concurrency": args.workers,
         "runner": args.runner,
         "dask_address": args.dask_address,
+        "ray_address": args.ray_address,
+        "deployment": args.deployment,
+        "shards_per_group": args.shards_per_group,
+        "device": args.device,
+        "limit": args.limit,
         "force": args.force,
         "replace": args.replace,
         "prune": args.prune,
@@ -122,7 +146,12 @@ def preflight(command: str, params: dict[str, Any]) -> None:
     from pxflow.tasks.lake import Lake, parse_partition
     from pxflow.tasks.model_cache import checked_pipeline
 
+    from pxflow.flows.annotate import _address
+    from pxflow.flows.runners import local_device_check
+
     options = params["options"]
+    # a GPU the shards' machine (this one) cannot use: exit 2 now, never a quiet CPU run
+    local_device_check(options.runner, options.device, options.backend, _address(options))
     partition = params.get("partition")
     parse_partition(partition)
     job = job_for(params["output"], options, partition)
@@ -134,7 +163,10 @@ def preflight(command: str, params: dict[str, Any]) -> None:
         if command == "annotate" and not options.allow_empty and next(iter(iter_entries(params["input"], storage)), None) is None:
             raise ValueError(f"{params['input']} lists no images (a typo? --allow-empty accepts an empty run)")
     # the flow's shards run in this process with the thread runner: keep the loaded pipeline for them
-    checked_pipeline(job.config, job.model_sha256, job.predict_kwargs, keep=options.runner == "thread")
+    if options.runner == "deployment":  # the models run on the deployment's pool; check them on this CPU
+        checked_pipeline(job.on_device("cpu").config, job.model_sha256, job.predict_kwargs, keep=False)
+    else:
+        checked_pipeline(job.config, job.model_sha256, job.predict_kwargs, keep=options.runner == "thread")
     if not options.s3_block:
         lake.check_writable()
 
@@ -159,6 +191,212 @@ class _Progress:
         self.bar.close()
 
 
+def dry_run(command: str, params: dict[str, Any]) -> dict[str, Any]:
+    """What a run would do: list and plan against the tables (no inference, no write, no Prefect server)."""
+    import itertools
+
+    from pxflow.flows.annotate import job_for
+    from pxflow.pipelines.io.manifest import iter_entries
+    from pxflow.tasks.credentials import storage_for
+    from pxflow.tasks.lake import Lake
+    from pxflow.tasks.plan import PlanStats, plan
+
+    options = params["options"]
+    storage = storage_for(None) if not options.s3_block else None
+    if storage is None:
+        raise ValueError("--dry-run reads the tables directly: use the AWS environment instead of --s3-block")
+    if command == "backfill":
+        from pxflow.flows.backfill import date_partitions
+        from pxflow.pipelines.io.uri import join_uri
+
+        targets = [(join_uri(params["input"], name), name)
+                   for name in date_partitions(params["input"], params["start"], params["end"], storage)]
+    else:
+        targets = [(params["input"], params.get("partition"))]
+    everything = options.force or options.replace
+    out: list[dict[str, Any]] = []
+    for input_uri, partition in targets:
+        job = job_for(params["output"], options, partition)
+        annotated = {} if everything else Lake(params["output"], storage).annotated(job.run_key, partition)
+        stats = PlanStats()
+        entries = iter_entries(input_uri, storage)
+        if options.limit is not None:
+            entries = itertools.islice(entries, options.limit)
+        shards = sum(1 for _ in plan(entries, annotated, options.shard_size, storage, stats, everything))
+        out.append({"input": input_uri, "partition": partition, "run_key": job.run_key, **stats.as_dict(),
+                    "to_annotate": stats.todo, "shards": shards, "shard_size": options.shard_size})
+    return {"dry_run": True, "output": params["output"], "runner": options.runner, "device": options.device,
+            "plans": out}
+
+
+#: run as ``python -c`` beside the CLI: when the CLI is gone (even SIGKILLed), end what it had started
+_REAPER = r"""
+import os, sys, time, psutil
+parent = psutil.Process(int(sys.argv[1])); me = os.getpid(); known = {}
+while os.getppid() == parent.pid:
+    try:
+        for child in parent.children(recursive=True):
+            if child.pid != me:
+                known.setdefault(child.pid, child)
+    except psutil.Error:
+        break
+    time.sleep(0.25)
+left = [p for p in known.values() if p.is_running()]
+for p in left:
+    try: p.terminate()
+    except psutil.Error: pass
+_, alive = psutil.wait_procs(left, timeout=5)
+for p in alive:
+    try: p.kill()
+    except psutil.Error: pass
+"""
+
+
+def start_reaper() -> subprocess.Popen:
+    """A watcher that ends this process's descendants once this process is gone (however it ended)."""
+    return subprocess.Popen([sys.executable, "-c", _REAPER, str(os.getpid())], stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
+    """Linux: the child gets SIGKILL when the CLI dies (prctl PR_SET_PDEATHSIG), and leaves our terminal group."""
+    os.setsid()
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+
+
+class TemporaryServer:
+    """Prefect's API server (the ephemeral one Prefect would start itself), as a child of this command."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen | None = None
+        self.api_url = ""
+
+    @staticmethod
+    def _port() -> int:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+
+    def start(self, timeout: float = 120.0) -> str:
+        import httpx
+        import prefect
+        from prefect.settings import get_current_settings
+
+        self.port = self._port()
+        env = {**os.environ, **get_current_settings().to_environment_variables(exclude_unset=True),
+               "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+        env.pop("PREFECT_API_URL", None)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
+             "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
+             "--log-level", "error", "--lifespan", "on"],
+            env=env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+        )
+        self.api_url = f"http://127.0.0.1:{self.port}/api"
+        deadline = time.monotonic() + timeout
+        with httpx.Client() as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"the temporary Prefect server exited with code {self.process.returncode}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get(f"{self.api_url}/health", timeout=2).status_code == 200:
+                        return self.api_url
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"the temporary Prefect server did not answer within {timeout:.0f}s")
+
+    def stop(self) -> None:
+        process = getattr(self, "process", None)
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def prefect_api():
+    """The Prefect API for this command: ``PREFECT_API_URL`` when set, else a temporary server of our own."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield PREFECT_API_URL.value()
+        return
+    from prefect.context import refresh_global_settings_context
+
+    server = TemporaryServer()
+    url = server.start()
+    # worker processes (Dask, process pool, Ray) inherit the variable; background threads (events, logs)
+    # read the process-global settings, refreshed from it: nothing falls back to a server of its own
+    os.environ["PREFECT_API_URL"] = url
+    refresh_global_settings_context()
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
+    finally:
+        drain_events(timeout=10)  # while the server still listens: Prefect's own at-exit drain would wait on it forever
+        os.environ.pop("PREFECT_API_URL", None)
+        refresh_global_settings_context()
+        server.stop()
+
+
+def drain_events(timeout: float) -> None:
+    """Send every queued Prefect event and log line now."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    with contextlib.suppress(Exception):
+        EventsWorker.drain_all(timeout=timeout)
+    with contextlib.suppress(Exception):
+        APILogWorker.drain_all(timeout=timeout)
+
+
+def flush_events(flow_run_id: Any, expected_task_runs: int | None, timeout: float = 15.0) -> int | None:
+    """Send every queued event and log, then wait until the server has recorded the run's shard task runs.
+
+    Prefect records task runs from events, asynchronously: a command that exits right after a run
+    of many quick (skipped) shards would otherwise leave some of them unrecorded. Returns the count seen.
+    """
+    drain_events(timeout)
+    if flow_run_id is None or not expected_task_runs:
+        return None
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId,
+                                                TaskRunFilter, TaskRunFilterName)
+
+    seen = 0
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        runs = [flow_run_id]
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                    parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=runs)))
+                ids = list({*runs, *(c.id for c in children)})
+                # the expected-th shard task run exists (offset: no need to read them all)
+                last = client.read_task_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)),
+                    task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="shard-")),
+                    limit=1, offset=expected_task_runs - 1)
+                if last:
+                    seen = expected_task_runs
+                    break
+            time.sleep(0.3)
+    return seen
+
+
+def _terminate(signum, frame) -> None:  # SIGTERM ends the run like Ctrl-C (cleanup runs)
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
     parser = build_parser(command)
@@ -166,35 +404,61 @@ def main(argv: list[str]) -> int:
     if args.shard_size is not None and args.shard_size < 1:
         parser.error("--shard-size must be >= 1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if args.log_level:
+        os.environ["PREFECT_LOGGING_LEVEL"] = args.log_level
+        logging.basicConfig(level=args.log_level)
+        logging.getLogger("pxflow").setLevel(args.log_level)
 
     from pydantic import ValidationError
 
     try:
         params = flow_parameters(args)
         preflight(command, params)
+        if args.dry_run:
+            print(json.dumps(dry_run(command, params), indent=1, default=str))
+            return 0
     except (ValidationError, ValueError, TypeError) as exc:
         parser.error(str(exc))
 
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    reaper = start_reaper()
+    try:
+        return _run(command, args, params)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        with contextlib.suppress(Exception):
+            reaper.wait(timeout=0)  # it ends by itself once this process is gone
+
+
+def _run(command: str, args: argparse.Namespace, params: dict[str, Any]) -> int:
     from pxflow.flows.annotate import annotate
     from pxflow.flows.backfill import backfill
     from pxflow.flows.progress import set_progress_callback
 
-    progress = _Progress(args.no_progress)
-    set_progress_callback(progress)
-    try:
-        flow_fn = backfill if command == "backfill" else annotate
-        state = flow_fn(**params, return_state=True)
-    finally:
-        set_progress_callback(None)
-        progress.close()
-    if state.is_completed():
-        result = state.result()
+    with prefect_api():
+        progress = _Progress(args.no_progress)
+        set_progress_callback(progress)
+        try:
+            flow_fn = backfill if command == "backfill" else annotate
+            state = flow_fn(**params, return_state=True)
+        finally:
+            set_progress_callback(None)
+            progress.close()
+        completed = state.is_completed()
+        result = state.result() if completed else None
+        expected = result.get("shards_planned") if isinstance(result, dict) and command == "annotate" else None
+        failure = None
+        if not completed:
+            try:
+                state.result()
+            except Exception as exc:
+                failure = f"pxflow {command}: {type(exc).__name__}: {exc}"
+        flush_events(state.state_details.flow_run_id, expected)
+    if completed:
         print(json.dumps(_brief(result), indent=1, default=str))
         return 0
-    try:
-        state.result()
-    except Exception as exc:
-        print(f"pxflow {command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    if failure:
+        print(failure, file=sys.stderr)
     return 1
 
 

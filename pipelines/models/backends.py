@@ -96,6 +96,74 @@ def _split_device(device: str | None) -> tuple[str, list[int]]:
     return "gpu", ids
 
 
+class DeviceUnavailableError(ValueError):
+    """A requested GPU cannot be used by this install: never a silent CPU run instead."""
+
+
+def paddle_gpu_problem(index: int = 0) -> str | None:
+    """Why Paddle Inference cannot run on ``gpu:index`` here (None: it can)."""
+    try:
+        import paddle
+    except ImportError:  # pragma: no cover - paddle is a dependency
+        return "paddle is not installed"
+    if not paddle.device.is_compiled_with_cuda():
+        return (f"paddlepaddle {paddle.__version__} is a CPU-only build (install paddlepaddle-gpu from "
+                "Paddle's own index, see docs/deploy.md)")
+    count = paddle.device.cuda.device_count()
+    if count == 0:
+        return "paddle sees no CUDA device (no driver, or CUDA_VISIBLE_DEVICES hides them)"
+    if index >= count:
+        return f"paddle sees {count} CUDA device(s), so gpu:{index} does not exist"
+    return None
+
+
+def onnxruntime_gpu_problem(index: int = 0) -> str | None:
+    """Why ONNX Runtime cannot run on ``gpu:index`` here (None: it can, as far as ORT can tell before loading)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:  # pragma: no cover
+        return "onnxruntime is not installed"
+    providers = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in providers:
+        return (f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (providers: {', '.join(providers)}; "
+                "install pxflow[gpu], i.e. onnxruntime-gpu, and uninstall onnxruntime)")
+    return None
+
+
+#: backend name -> its GPU check; a backend without an entry has no GPU support
+GPU_CHECKS = {"paddle": paddle_gpu_problem, "onnxruntime": onnxruntime_gpu_problem}
+
+
+def gpu_problems(index: int = 0, backends: Sequence[str] | None = None) -> dict[str, str]:
+    """backend -> why it cannot use ``gpu:index`` (only the backends that cannot)."""
+    names = list(backends) if backends else list(GPU_CHECKS)
+    out = {}
+    for name in names:
+        check = GPU_CHECKS.get(name)
+        problem = check(index) if check else f"backend {name!r} has no GPU support"
+        if problem:
+            out[name] = problem
+    return out
+
+
+def require_device(device: str | None, backend: str | None = None) -> str:
+    """The canonical device, after checking that some backend (or ``backend``) can run on it here.
+
+    ``cpu`` always passes. A GPU that no wanted backend can use raises
+    :class:`DeviceUnavailableError` naming each backend's reason, so a GPU run never
+    quietly becomes a CPU run.
+    """
+    kind, index = parse_device(device)
+    if kind == "cpu":
+        return "cpu"
+    wanted = [backend] if backend and backend != "auto" else list(GPU_CHECKS)
+    problems = gpu_problems(index, wanted)
+    if len(problems) == len(wanted):
+        reasons = "; ".join(f"{name}: {why}" for name, why in problems.items())
+        raise DeviceUnavailableError(f"device {device!r} is not usable here: {reasons}")
+    return f"gpu:{index}"
+
+
 class Backend(ABC):
     """A loaded model that maps named input arrays to a list of output arrays."""
 
@@ -127,6 +195,9 @@ class PaddleBackend(Backend):
         config = pi.Config(graph, params)
         kind, index = parse_device(device)
         if kind == "gpu":
+            problem = paddle_gpu_problem(index)
+            if problem:  # enable_use_gpu on a CPU-only build logs a warning and runs on the CPU
+                raise DeviceUnavailableError(f"device {device!r} is not usable by the paddle backend: {problem}")
             config.enable_use_gpu(512, index)
         else:
             config.disable_gpu()
@@ -180,8 +251,9 @@ class OnnxBackend(Backend):
         kind, index = parse_device(device)
         providers: list = ["CPUExecutionProvider"]
         if kind == "gpu":
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise RuntimeError("device gpu requested but this onnxruntime has no CUDAExecutionProvider")
+            problem = onnxruntime_gpu_problem(index)
+            if problem:
+                raise DeviceUnavailableError(f"device {device!r} is not usable by the onnxruntime backend: {problem}")
             providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
         try:
             self._session = ort.InferenceSession(spec.onnx_file, options, providers=providers)
@@ -259,7 +331,9 @@ def _ort_has_cuda() -> bool:
 def create_backend(
     spec: ModelSpec, backend: str = "auto", device: str = "cpu", threads: int | None = None
 ) -> Backend:
-    """Load ``spec`` on the chosen backend."""
+    """Load ``spec`` on the chosen backend (a GPU no backend can use is a :class:`DeviceUnavailableError`)."""
+    if backend in (None, "auto") and parse_device(device)[0] == "gpu":
+        require_device(device, None)  # name every backend's reason, not just the one auto falls back to
     return REGISTERED[choose_backend(spec, backend, device)](spec, device=device, threads=threads)
 
 

@@ -202,10 +202,13 @@ class IndexData:
         info = yaml.safe_dump(self.index_info, default_flow_style=False, allow_unicode=True, sort_keys=False).encode("utf-8")
         meta = IndexMeta.from_dict(asdict(self.meta))
         meta.checksums = {VECTOR_FILE: _sha256(vector), ID_MAP_FILE: _sha256(info)}
+        meta_bytes = json.dumps(asdict(meta), indent=1, ensure_ascii=False).encode("utf-8")
         storage.write_bytes(join_uri(save_dir, VECTOR_FILE), vector)
         storage.write_bytes(join_uri(save_dir, ID_MAP_FILE), info)
-        storage.write_bytes(join_uri(save_dir, META_FILE), json.dumps(asdict(meta), indent=1, ensure_ascii=False).encode("utf-8"))
+        storage.write_bytes(join_uri(save_dir, META_FILE), meta_bytes)
         self.meta.checksums = meta.checksums
+        #: SHA-256 of the three files as written (so a writer need not read them back to record them)
+        self.file_checksums = {**meta.checksums, META_FILE: _sha256(meta_bytes)}
         return save_dir
 
     @classmethod

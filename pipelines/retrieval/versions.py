@@ -30,9 +30,9 @@ Readers pin a version with :func:`resolve_index` (``root/name`` resolves CURRENT
 cached locally by version (published versions never change, so a cached copy never goes
 stale).
 
-Fault injection for tests: ``PXFLOW_INDEX_CRASH_AT=mid_upload|after_upload`` makes a writer
-process die (``os._exit``) in the middle of writing a version or after writing it and
-before moving CURRENT.
+Fault injection for tests (:mod:`pxflow.pipelines.faults`): ``PXFLOW_KILL_AT=index_mid_upload`` or
+``index_after_upload`` SIGKILLs a writer in the middle of writing a version, or after writing it
+and before moving CURRENT.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from ..faults import armed, checkpoint
 from ..io.errors import InputError
 from ..io.storage import PreconditionFailed, Storage, default_storage
 from ..io.stores.local import LocalStore
@@ -73,7 +74,6 @@ INDEX_FILES = (VECTOR_FILE, ID_MAP_FILE, META_FILE)
 VALIDATION_SAMPLE = 64
 #: unpublished version directories younger than this may belong to a writer still at work
 ORPHAN_AGE_S = 3600.0
-CRASH_ENV = "PXFLOW_INDEX_CRASH_AT"
 
 
 class VersionError(ValueError):
@@ -116,11 +116,6 @@ def _sha256(data: bytes) -> str:
 def _flow_run_id() -> str | None:
     """The Prefect flow run id, when a flow set it for this process (pipelines never import Prefect)."""
     return os.environ.get("PXFLOW_FLOW_RUN_ID") or None
-
-
-def _crash_point(point: str) -> None:
-    if os.environ.get(CRASH_ENV) == point:
-        os._exit(86)
 
 
 @dataclass
@@ -199,6 +194,15 @@ class IndexRepo:
         version = version or self.require_current()
         return IndexData.load(self.version_dir(version), storage=self.storage)
 
+    def _loaded(self, version: str) -> IndexData:
+        """``version``'s index for a writer: the one this repo object just published and validated
+        when it is that version (published versions are immutable, and operations never modify
+        their input), else read from storage."""
+        last = getattr(self, "_last", None)
+        if last is not None and last[0] == version:
+            return last[1]
+        return self.load(version)
+
     def is_published(self, version: str) -> bool:
         """Did CURRENT ever point at ``version`` (and is it still there)?"""
         if not self.storage.exists(join_uri(self.version_dir(version), MANIFEST_FILE)):
@@ -251,15 +255,16 @@ class IndexRepo:
         last_error: Exception | None = None
         for attempt in range(max_attempts):
             parent, etag = self.current()
-            data = self.load(parent) if parent else None
+            data = self._loaded(parent) if parent else None
             manifest = self.manifest(parent) if parent else None
             change = apply(data, manifest)
             version = self._claim()
             try:
                 new_manifest = self._write_version(version, parent, operation, {**(inputs or {}), **change.inputs}, change)
-                _crash_point("after_upload")
-                validate_version(self, version)
+                checkpoint("index_after_upload")
+                published = validate_version(self, version)
                 self._publish(version, etag)
+                self._last = (version, published)
             except PreconditionFailed as exc:
                 last_error = exc
                 self._discard(version)
@@ -295,11 +300,11 @@ class IndexRepo:
         if change.min_next_id > data.meta.next_id:
             data.meta.next_id = int(change.min_next_id)
         directory = self.version_dir(version)
-        if os.environ.get(CRASH_ENV) == "mid_upload":
+        if armed("index_mid_upload"):  # a crash test: die with the vectors written and the rest not
             self.storage.write_bytes(join_uri(directory, VECTOR_FILE), data.index_bytes)
-            _crash_point("mid_upload")
+            checkpoint("index_mid_upload")
         data.save(directory, storage=self.storage)
-        files = {name: _sha256(self.storage.read_bytes(join_uri(directory, name))) for name in INDEX_FILES}
+        files = {name: data.file_checksums[name] for name in INDEX_FILES}
         manifest = build_manifest(self.name, version, parent, operation, inputs, data, change.consumed, files, self.flow_run_id)
         self.storage.write_bytes(join_uri(directory, MANIFEST_FILE), json.dumps(manifest, indent=1, ensure_ascii=False).encode("utf-8"))
         return manifest
@@ -585,8 +590,15 @@ def validate_version(repo: IndexRepo, version: str, sample: int = VALIDATION_SAM
     where = f"{repo.base}/{version}"
     try:
         manifest = repo.manifest(version)
-        for name, digest in manifest["files"].items():
-            if _sha256(repo.storage.read_bytes(join_uri(directory, name))) != digest:
+        files = manifest["files"]
+        # pxflow_index.json is checked here; it records the other two files' checksums, which
+        # IndexData.load checks against the bytes it reads: every file is read once
+        meta_bytes = repo.storage.read_bytes(join_uri(directory, META_FILE))
+        if _sha256(meta_bytes) != files[META_FILE]:
+            raise ValidationError(f"{where}/{META_FILE}: checksum differs from {MANIFEST_FILE}")
+        recorded = json.loads(meta_bytes).get("checksums") or {}
+        for name in (VECTOR_FILE, ID_MAP_FILE):
+            if recorded.get(name) != files[name]:
                 raise ValidationError(f"{where}/{name}: checksum differs from {MANIFEST_FILE}")
         data = IndexData.load(directory, storage=repo.storage)
     except ValidationError:

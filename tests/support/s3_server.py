@@ -7,6 +7,7 @@ The standard AWS environment variables point every client (boto3 in
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -107,6 +108,13 @@ def _stop(proc: subprocess.Popen) -> None:
 @pytest.fixture(scope="session")
 def s3_server():
     """Start ``weed mini``; point the AWS environment at it; yield an :class:`S3Server`."""
+    with running_s3_server() as server:
+        yield server
+
+
+@contextlib.contextmanager
+def running_s3_server():
+    """``weed mini`` on free loopback ports for the duration of the block (benchmarks use it too)."""
     workdir = Path(tempfile.mkdtemp(prefix="pxflow-weed-"))
     ports = {flag: free_port() for flag in WEED_PORT_FLAGS}
     args = [

@@ -13,11 +13,17 @@ import os
 import signal
 import threading
 
-#: every point the code passes, in run order (tests iterate over these)
-POINTS = ("after_plan", "after_infer", "after_objects_commit", "after_images_commit", "before_runs_row")
+#: every point the code passes: an annotate run's, in run order, then an index writer's
+POINTS = ("after_plan", "after_infer", "after_objects_commit", "after_images_commit", "before_runs_row",
+          "index_mid_upload", "index_after_upload")
 ENV = "PXFLOW_KILL_AT"
 _lock = threading.Lock()
 _seen: dict[str, int] = {}
+
+
+def armed(point: str) -> bool:
+    """Whether ``PXFLOW_KILL_AT`` names ``point`` (to stage a partial write right before it)."""
+    return (os.environ.get(ENV) or "").partition(":")[0] == point
 
 
 def checkpoint(point: str) -> None:

@@ -1,0 +1,91 @@
+"""``pxflow serve --pipeline NAME|YAML [--host 127.0.0.1] [--port 8080] ...``: PaddleX's serving API.
+
+Builds the pipeline exactly as ``pxflow --pipeline`` and ``annotate`` do (``load_config`` ->
+``apply_overrides`` -> the registry's class) and serves it with uvicorn; see docs/serving.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pxflow.pipelines.models.backends import backend_names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pxflow serve", description="Serve a pipeline with PaddleX 3.x's HTTP API.")
+    p.add_argument("serve", nargs="?", help=argparse.SUPPRESS)
+    p.add_argument("--pipeline", required=True, help="pipeline name or YAML path")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--device", default=None, help="cpu (default), gpu or gpu:N")
+    p.add_argument("--model-dir", "--model_dir", dest="model_dir", default=None, help="override the (first) model's model_dir")
+    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=None, help="override the model batch size")
+    p.add_argument("--backend", default=None, choices=backend_names(), help="inference backend")
+    p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="config override, e.g. SubModules.Detection.model_dir=/m (repeatable)")
+    p.add_argument("--index", default=None, help="PP-ShiTuV2: the default index (dir, ROOT/NAME or ROOT/NAME@vNNNNNN)")
+    p.add_argument("--index-root", "--index_root", dest="index_root", default=None,
+                   help="PP-ShiTuV2: where /shitu-index-build creates versioned indexes (folder or s3:// prefix)")
+    p.add_argument("--index-type", dest="index_type", default="Flat", choices=["Flat", "IVF", "HNSW32"])
+    p.add_argument("--metric-type", dest="metric_type", default="IP", choices=["IP", "L2"])
+    p.add_argument("--max-batch", type=int, default=8, help="images per model call when requests are gathered")
+    p.add_argument("--batch-window-ms", type=float, default=5.0, help="how long a free model waits for requests on their way")
+    p.add_argument("--workers", type=int, default=2, help="model calls running at once (1 for very large models such as SAM-H)")
+    p.add_argument("--max-queue", type=int, default=256, help="requests waiting for the model before 503")
+    p.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body")
+    p.add_argument("--max-image-pixels", type=int, default=None, help="largest decoded image (default PXFLOW_MAX_IMAGE_PIXELS or 200M)")
+    p.add_argument("--allow-fetch-from", action="append", default=[], metavar="CIDR|HOST",
+                   help="addresses/hosts image URLs may point at even when private or loopback (repeatable, or comma-separated)")
+    p.add_argument("--fetch-timeout", type=float, default=10.0, help="seconds for connecting to / reading an image URL")
+    p.add_argument("--request-timeout", type=float, default=60.0, help="seconds a request may wait for inference")
+    p.add_argument("--no-visualize", dest="visualize", action="store_false", help="leave result.image null")
+    p.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip the warm-up inference")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    from pxflow.pipelines.config import load_config
+    from pxflow.pipelines.io.images import max_image_pixels
+    from pxflow.pipelines.overrides import apply_overrides
+    from pxflow.pipelines.registry import pipeline_class
+
+    from pxflow.flows.serve import Limits, ServeOptions, create_app, endpoints_for
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        config = apply_overrides(
+            load_config(args.pipeline), model_dir=args.model_dir, batch_size=args.batch_size, device=args.device,
+            index=args.index, settings={"backend": args.backend}, assignments=args.assignments,
+        )
+        endpoints = endpoints_for(config["pipeline_name"])
+        pipeline = pipeline_class(config["pipeline_name"])(config, device=args.device)
+    except Exception as exc:
+        print(f"pxflow serve: cannot create pipeline {args.pipeline!r}: {exc}", file=sys.stderr)
+        return 2
+    allow = [part.strip() for entry in args.allow_fetch_from for part in entry.split(",") if part.strip()]
+    limits = Limits(
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        max_image_pixels=args.max_image_pixels or max_image_pixels(),
+        fetch_timeout_s=args.fetch_timeout, request_timeout_s=args.request_timeout,
+        max_queue=args.max_queue, allow_fetch_from=allow,
+    )
+    options = ServeOptions(
+        limits=limits, visualize=args.visualize, max_batch=args.max_batch, window_ms=args.batch_window_ms,
+        workers=args.workers, index_root=args.index_root, index_type=args.index_type, metric_type=args.metric_type,
+        warmup=args.warmup,
+    )
+    app = create_app(pipeline, options)
+    import uvicorn
+
+    print(f"pxflow serve: {config['pipeline_name']} on http://{args.host}:{args.port} ({', '.join(endpoints)})", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.log_level == "debug",
+                timeout_keep_alive=5, limit_concurrency=max(64, args.max_queue + 32))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
