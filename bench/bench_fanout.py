@@ -9,7 +9,9 @@ summary, the shard's table checks) rather than this machine's cores.
    + commits) is the overhead, reported as a share of the shard's time. Start-up costs (a Dask cluster, Ray)
    cancel out in the difference. Target: <= 1 % for thread and dask.
 2. Scaling efficiency with 1, 2, 4, 8 workers: runs of ``w`` and ``3 w`` shards on ``w`` workers; the wall time
-   per extra round (``(t(3w) - t(w)) / 2``) against one shard's time. 1.0 is perfect.
+   per extra round (``(t(3w) - t(w)) / 2``) against one shard's time. 1.0 is perfect. The sleep uses no core,
+   but each image still costs pxflow's per-input Python work (listing, reading, decoding, row building): with
+   ``thread`` all of it shares one interpreter (the GIL), with ``dask`` it spreads over the worker processes.
 
     python bench/bench_fanout.py [--modes thread,process,dask,ray] [--sleep-ms 10] [--shard-size 500]
                                  [--workers 1,2,4,8] [--scaling-modes thread,dask] [--json out.json]

@@ -93,5 +93,11 @@ def publish_summary(summary: dict[str, Any]) -> None:
         f"- objects table: `{tables['objects']}` version **{summary['objects_version']}**",
         f"- runs table: `{tables['runs']}` version **{summary['runs_version']}**",
     ]
-    create_markdown_artifact(markdown="\n".join(lines), key=f"annotate-{summary['run_key']}",
+    key = f"annotate-{summary['run_key']}" + (f"-{_slug(summary['partition'])}" if summary["partition"] else "")
+    create_markdown_artifact(markdown="\n".join(lines), key=key,
                              description=f"annotate run {summary['run_key']}")
+
+
+def _slug(text: str) -> str:
+    """A partition (``dt=2024-01-01``) as artifact-key characters (lowercase letters, digits, dashes)."""
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")

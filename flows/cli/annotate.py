@@ -133,21 +133,19 @@ def flow_parameters(args: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
-def preflight(command: str, params: dict[str, Any]) -> None:
+def preflight(command: str, params: dict[str, Any], write_check: bool = True) -> None:
     """Everything that can be checked without Prefect, before its server starts (raises ValueError/TypeError).
 
     Resolves the config, the model identities and the run key; opens the models once and
     validates the predict options; checks the output's scheme and partitioning and that
     the input lists something. The loaded pipeline is kept for the run's own shards.
     """
+    from pxflow.flows.annotate import _address, job_for
+    from pxflow.flows.runners import local_device_check
     from pxflow.pipelines.io.manifest import iter_entries
     from pxflow.pipelines.io.storage import default_storage
-    from pxflow.flows.annotate import job_for
     from pxflow.tasks.lake import Lake, parse_partition
     from pxflow.tasks.model_cache import checked_pipeline
-
-    from pxflow.flows.annotate import _address
-    from pxflow.flows.runners import local_device_check
 
     options = params["options"]
     # a GPU the shards' machine (this one) cannot use: exit 2 now, never a quiet CPU run
@@ -167,7 +165,7 @@ def preflight(command: str, params: dict[str, Any]) -> None:
         checked_pipeline(job.on_device("cpu").config, job.model_sha256, job.predict_kwargs, keep=False)
     else:
         checked_pipeline(job.config, job.model_sha256, job.predict_kwargs, keep=options.runner == "thread")
-    if not options.s3_block:
+    if write_check and not options.s3_block:
         lake.check_writable()
 
 
@@ -413,7 +411,7 @@ def main(argv: list[str]) -> int:
 
     try:
         params = flow_parameters(args)
-        preflight(command, params)
+        preflight(command, params, write_check=not args.dry_run)  # a dry run writes nothing, not even a probe
         if args.dry_run:
             print(json.dumps(dry_run(command, params), indent=1, default=str))
             return 0
