@@ -1,5 +1,3 @@
-import sys
+from pxflow.flows.cli import run
 
-from pxflow.flows.cli import main
-
-sys.exit(main())
+run()

@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from pxflow.pipelines.io.errors import InputError
 from pxflow.pipelines.io.inputs import InputItem
+from pxflow.pipelines.prefetch import prefetch_map
 from pxflow.pipelines.io.manifest import MANIFEST_SUFFIXES, iter_entries
 from pxflow.pipelines.io.storage import Storage
 from pxflow.pipelines.io.uri import join_uri
@@ -97,6 +98,9 @@ def _listed_etags(base: str, storage: Storage) -> dict[str, str]:
 
 # ---------------------------------------------------------------- the recognition model
 
+#: threads reading + decoding + preprocessing gallery images ahead of the model
+LOAD_WORKERS = 4
+
 _models: dict[tuple, Any] = {}
 _models_lock = threading.Lock()
 
@@ -149,29 +153,41 @@ def compute_features(
     Unreadable images are returned in ``failed``, never fatal.
     """
     desc = model.describe()
-    tensors, kept, failed = [], [], []
-    for e in entries:
+    batch = max(FEATURE_BATCH, model.batch_size)
+    chunks: list[np.ndarray] = []
+    tensors: list[np.ndarray] = []
+    kept: list[tuple[str, str]] = []
+    failed: list[dict[str, Any]] = []
+
+    def load(e: dict[str, Any]) -> tuple[np.ndarray, str]:
         item = InputItem(e["uri"], storage=storage)
-        try:
-            tensors.append(model.preprocess(item.load()))
-        except InputError as exc:
-            failed.append({"uri": e["uri"], "error_type": exc.error_type, "message": exc.message})
+        return model.preprocess(item.load()), str(item.meta.get("etag") or e["etag"])
+
+    # reads, decodes and preprocesses run ahead of the model in threads (as predict() does); batches infer as they fill
+    for e, loaded, error in prefetch_map(load, entries, workers=LOAD_WORKERS, window=2 * batch):
+        if error is not None:
+            kind = error.error_type if isinstance(error, InputError) else "decode_failed"
+            message = error.message if isinstance(error, InputError) else f"{type(error).__name__}: {error}"
+            failed.append({"uri": e["uri"], "error_type": kind, "message": message})
             continue
-        except Exception as exc:  # a decoder failure on a corrupt image
-            failed.append({"uri": e["uri"], "error_type": "decode_failed", "message": f"{type(exc).__name__}: {exc}"})
-            continue
-        kept.append((e["uri"], item.meta.get("etag") or e["etag"]))
+        tensors.append(loaded[0])
+        kept.append((e["uri"], loaded[1]))
+        if len(tensors) == batch:
+            chunks.append(model.infer(tensors, batch_size=batch))
+            tensors = []
+    if tensors:
+        chunks.append(model.infer(tensors, batch_size=batch))
     if kept:
-        features = model.infer(tensors, batch_size=max(FEATURE_BATCH, model.batch_size))
+        features = np.concatenate(chunks)
         now = time.time()
         rows = pa.table(
             {
                 "image_uri": [u for u, _ in kept],
-                "etag": [str(t) for _, t in kept],
+                "etag": [t for _, t in kept],
                 "model_sha256": [desc["sha256"]] * len(kept),
                 "model_name": [desc.get("name")] * len(kept),
                 "dim": [int(features.shape[1])] * len(kept),
-                "feature": [row.astype(np.float32).tolist() for row in features],
+                "feature": pa.FixedSizeListArray.from_arrays(features.astype(np.float32).reshape(-1), int(features.shape[1])).cast(pa.list_(pa.float32())),
                 "computed_at": [now] * len(kept),
             }
         )

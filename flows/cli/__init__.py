@@ -71,17 +71,33 @@ def main(argv: list[str] | None = None) -> int:
     if args and args[0] in SUBCOMMANDS:
         module = importlib.import_module(SUBCOMMANDS[args[0]])
         return int(module.main(args) or 0)
-    if args and args[0] in OPTIONAL_SUBCOMMANDS:
-        try:
-            module = importlib.import_module(OPTIONAL_SUBCOMMANDS[args[0]])
-        except ModuleNotFoundError:
-            print(f"pxflow {args[0]}: not part of this install", file=sys.stderr)
-            return 2
-        return int(module.main(args) or 0)
     from .predict import main as predict_main
 
     return int(predict_main(args) or 0)
 
 
+def run() -> None:
+    """The console script: ``main()``, then exit with its status.
+
+    A usage error (status 2) ran no flow and has nothing left to flush, so the process ends
+    right there (``os._exit``): native libraries' threads (delta-rs, ONNX Runtime, Paddle) can
+    otherwise abort the interpreter's shutdown ("terminate called without an active
+    exception", status -6) and hide the 2 that scripts check.
+    """
+    import os
+
+    try:
+        code = main()
+    except SystemExit as exc:  # argparse's usage errors
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        if exc.code not in (None, 0) and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+    if code == 2:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(2)
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()
