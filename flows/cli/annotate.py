@@ -464,6 +464,8 @@ def _brief(result: dict[str, Any]) -> dict[str, Any]:
     """What the terminal shows: counts and locations, not the whole config."""
     if "run_key" not in result:
         return result
-    keys = ("run_key", "pipeline", "model_name", "listed_inputs", "rows_images", "rows_objects", "status_counts",
-            "error_types", "shards_planned", "shards_skipped", "images_per_second", "tables", "manifest_uri", "complete")
+    keys = ("run_key", "pipeline", "model_name", "partition", "listed", "duplicates", "unchanged", "new", "changed",
+            "retried", "pruned", "images_inferred", "images_error", "images_retryable", "objects_written", "error_types",
+            "rows_images", "shards_planned", "shards_committed", "shards_skipped", "images_per_second", "tables",
+            "images_version", "objects_version", "complete")
     return {k: result.get(k) for k in keys}
