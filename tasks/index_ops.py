@@ -39,17 +39,23 @@ def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
     return {**{k: manifest.get(k) for k in keep}, "labels": len(manifest.get("labels") or {}), "inputs": manifest.get("inputs")}
 
 
+def _gallery_vectors(
+    repo, lake_root: str, entries: Sequence[dict[str, Any]], model: dict[str, Any], inputs: dict[str, Any]
+) -> tuple[Any, list[str], list[dict[str, Any]]]:
+    """``(features, labels, consumed entries)`` of the gallery's readable images, from the features table."""
+    features, found, _ = feature_matrix(Lake(lake_root, repo.storage), entries, model["sha256"])
+    if not found:
+        raise ValueError(f"gallery {inputs.get('gallery')}: no readable images")
+    return features, [e["label"] for e in found], [{"uri": e["uri"], "etag": e["etag"]} for e in found]
+
+
 def build_version(
     root: str, name: str, lake_root: str, entries: Sequence[dict[str, Any]], model: dict[str, Any], index_type: str,
     metric_type: str, inputs: dict[str, Any], s3_block: str | None = None, flow_run_id: str | None = None,
 ) -> dict[str, Any]:
     repo = repo_for(root, name, s3_block, flow_run_id)
-    features, found, _ = feature_matrix(Lake(lake_root, repo.storage), entries, model["sha256"])
-    if not found:
-        raise ValueError(f"gallery {inputs.get('gallery')}: no readable images")
-    entries_out = [{"uri": e["uri"], "etag": e["etag"]} for e in found]
-    manifest = repo.build(features, [e["label"] for e in found], entries_out, index_type, metric_type, model, inputs)
-    return _summary(manifest)
+    features, labels, consumed = _gallery_vectors(repo, lake_root, entries, model, inputs)
+    return _summary(repo.build(features, labels, consumed, index_type, metric_type, model, inputs))
 
 
 def append_version(
@@ -57,12 +63,8 @@ def append_version(
     s3_block: str | None = None, flow_run_id: str | None = None,
 ) -> dict[str, Any]:
     repo = repo_for(root, name, s3_block, flow_run_id)
-    features, found, _ = feature_matrix(Lake(lake_root, repo.storage), entries, model["sha256"])
-    if not found:
-        raise ValueError(f"gallery {inputs.get('gallery')}: no readable images")
-    entries_out = [{"uri": e["uri"], "etag": e["etag"]} for e in found]
-    manifest = repo.append(features, [e["label"] for e in found], entries_out, {**inputs, "model": model})
-    return _summary(manifest)
+    features, labels, consumed = _gallery_vectors(repo, lake_root, entries, model, inputs)
+    return _summary(repo.append(features, labels, consumed, {**inputs, "model": model}))
 
 
 def remove_version(
