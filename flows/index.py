@@ -11,7 +11,8 @@
   version (by uri + etag, as its manifest recorded) appended, and those deleted removed.
 
 Gallery features are computed once, into the ``features`` Delta table (``<root>/_lake``), by
-``index-features-shard`` tasks on the runner named by ``runner`` (:mod:`.runners`).
+``index-features-shard`` tasks; the flows that embed a gallery (build, append, refresh) take
+how in one :class:`~.options.FeatureOptions` parameter (model, device, runner, shards).
 
 One writer per index name: each writing flow holds a slot of the Prefect global concurrency
 limit ``pxflow-index-<name>`` (created with limit 1 when missing) while it publishes, so two
@@ -39,6 +40,7 @@ from pxflow.tasks.index_ops import (
     index_rollback_task,
 )
 
+from .options import FeatureOptions
 from .runners import make_task_runner
 
 WRITER_LIMIT_PREFIX = "pxflow-index-"
@@ -96,20 +98,20 @@ def compute_features(
 
 
 def _features_for(
-    root: str, gallery: str, gallery_root: str | None, model_spec: dict[str, Any], s3_block: str | None,
-    runner: str, concurrency: int, shard_size: int, features_root: str | None,
+    root: str, gallery: str, options: FeatureOptions, s3_block: str | None
 ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any], str]:
     """``(gallery entries, model description, feature stats, lake root)``: missing features computed."""
     logger = get_run_logger()
     storage = storage_for(s3_block)
-    entries = gallery_entries(gallery, storage, gallery_root)
-    lake = features_lake(root, s3_block, features_root)
-    model = feature_model(**model_spec).describe()
+    entries = gallery_entries(gallery, storage, options.gallery_root)
+    lake = features_lake(root, s3_block, options.features_root)
+    spec = options.model_spec()
+    model = feature_model(**spec).describe()
     todo = missing_entries(lake, entries, model["sha256"])
     stats = {"computed": 0, "failed": []}
     if todo:
-        sub = compute_features.with_options(task_runner=make_task_runner(runner, concurrency))
-        stats = sub(todo, lake.output, model_spec, s3_block, shard_size)
+        sub = compute_features.with_options(task_runner=make_task_runner(options.runner, options.concurrency))
+        stats = sub(todo, lake.output, spec, s3_block, options.shard_size)
     absent = [{"uri": e["uri"], "error_type": "not_found", "message": "no such image"} for e in entries if e["etag"] is None]
     stats = {"computed": stats["computed"], "reused": len(entries) - len(todo) - len(absent), "failed": absent + stats["failed"]}
     for f in stats["failed"]:
@@ -117,8 +119,9 @@ def _features_for(
     return entries, model, stats, lake.output
 
 
-def _spec(pipeline: str, rec_model_dir: str | None, backend: str | None, device: str | None) -> dict[str, Any]:
-    return {"pipeline": pipeline, "rec_model_dir": rec_model_dir, "backend": backend, "device": device}
+def _feature_stats(stats: dict[str, Any]) -> dict[str, Any]:
+    """The feature side of a writing flow's result."""
+    return {"features_computed": stats["computed"], "features_reused": stats["reused"], "skipped": stats["failed"]}
 
 
 @flow(name="index-build")
@@ -128,48 +131,27 @@ def index_build(
     gallery: str,
     index_type: str = "HNSW32",
     metric_type: str = "IP",
-    gallery_root: str | None = None,
-    pipeline: str = "PP-ShiTuV2",
-    rec_model_dir: str | None = None,
-    backend: str | None = None,
-    device: str | None = None,
-    runner: str = "thread",
-    concurrency: int = 2,
-    shard_size: int = 64,
+    features: FeatureOptions | None = None,
     s3_block: str | None = None,
-    features_root: str | None = None,
 ) -> dict[str, Any]:
     """A new version of ``name`` over the whole gallery (features from the table; missing ones computed)."""
-    spec = _spec(pipeline, rec_model_dir, backend, device)
-    entries, model, stats, lake_root = _features_for(root, gallery, gallery_root, spec, s3_block, runner, concurrency, shard_size, features_root)
+    entries, model, stats, lake_root = _features_for(root, gallery, features or FeatureOptions(), s3_block)
     inputs = {"gallery": gallery, "images": len(entries)}
     with one_writer(name):
         out = index_build_task(root, name, lake_root, entries, model, index_type, metric_type, inputs, s3_block, _run_id())
-    return {**out, "features_computed": stats["computed"], "features_reused": stats["reused"], "skipped": stats["failed"]}
+    return {**out, **_feature_stats(stats)}
 
 
 @flow(name="index-append")
 def index_append(
-    root: str,
-    name: str,
-    gallery: str,
-    gallery_root: str | None = None,
-    pipeline: str = "PP-ShiTuV2",
-    rec_model_dir: str | None = None,
-    backend: str | None = None,
-    device: str | None = None,
-    runner: str = "thread",
-    concurrency: int = 2,
-    shard_size: int = 64,
-    s3_block: str | None = None,
-    features_root: str | None = None,
+    root: str, name: str, gallery: str, features: FeatureOptions | None = None, s3_block: str | None = None
 ) -> dict[str, Any]:
     """The gallery's images appended to the current version, with fresh ids."""
-    spec = _spec(pipeline, rec_model_dir, backend, device)
-    entries, model, stats, lake_root = _features_for(root, gallery, gallery_root, spec, s3_block, runner, concurrency, shard_size, features_root)
+    entries, model, stats, lake_root = _features_for(root, gallery, features or FeatureOptions(), s3_block)
+    inputs = {"gallery": gallery, "images": len(entries)}
     with one_writer(name):
-        out = index_append_task(root, name, lake_root, entries, model, {"gallery": gallery, "images": len(entries)}, s3_block, _run_id())
-    return {**out, "features_computed": stats["computed"], "features_reused": stats["reused"], "skipped": stats["failed"]}
+        out = index_append_task(root, name, lake_root, entries, model, inputs, s3_block, _run_id())
+    return {**out, **_feature_stats(stats)}
 
 
 @flow(name="index-remove")
@@ -197,32 +179,17 @@ def index_gc(root: str, name: str, keep: int = 5, orphan_age_s: float = 3600.0, 
 
 @flow(name="index-refresh")
 def index_refresh(
-    root: str,
-    name: str,
-    gallery_prefix: str,
-    gallery_root: str | None = None,
-    pipeline: str = "PP-ShiTuV2",
-    rec_model_dir: str | None = None,
-    backend: str | None = None,
-    device: str | None = None,
-    runner: str = "thread",
-    concurrency: int = 2,
-    shard_size: int = 64,
-    s3_block: str | None = None,
-    features_root: str | None = None,
+    root: str, name: str, gallery_prefix: str, features: FeatureOptions | None = None, s3_block: str | None = None
 ) -> dict[str, Any]:
     """Append the gallery images added since the current version and remove those deleted (or changed)."""
     from pxflow.pipelines.retrieval.versions import NothingToChange
 
-    spec = _spec(pipeline, rec_model_dir, backend, device)
-    entries, model, stats, lake_root = _features_for(
-        root, gallery_prefix, gallery_root, spec, s3_block, runner, concurrency, shard_size, features_root
-    )
-    extra = {"features_computed": stats["computed"], "features_reused": stats["reused"], "skipped": stats["failed"]}
+    entries, model, stats, lake_root = _features_for(root, gallery_prefix, features or FeatureOptions(), s3_block)
+    inputs = {"gallery": gallery_prefix, "images": len(entries)}
     with one_writer(name):
         try:
-            out = index_refresh_task(root, name, lake_root, entries, model, {"gallery": gallery_prefix, "images": len(entries)}, s3_block, _run_id())
+            out = index_refresh_task(root, name, lake_root, entries, model, inputs, s3_block, _run_id())
         except NothingToChange as exc:
             get_run_logger().info("%s", exc)
-            return {"name": name, "version": None, "unchanged": True, **extra}
-    return {**out, **extra}
+            return {"name": name, "version": None, "unchanged": True, **_feature_stats(stats)}
+    return {**out, **_feature_stats(stats)}

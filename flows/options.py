@@ -1,8 +1,9 @@
-"""The options every bulk flow shares (``annotate``, ``backfill``), as one typed parameter.
+"""The options flows share, each set as one typed parameter: :class:`AnnotateOptions`
+(``annotate``, ``backfill``) and :class:`FeatureOptions` (the index flows that embed a gallery).
 
 Prefect builds a flow's parameter schema from its signature, so a pydantic model here
-gives the UI and deployments one documented, validated ``options`` object instead of
-the same 13 parameters repeated in every flow.
+gives the UI and deployments one documented, validated object instead of the same
+parameters repeated in every flow.
 """
 
 from __future__ import annotations
@@ -11,10 +12,17 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pxflow.pipelines.models.backends import normalize_device
 from pxflow.tasks.job import DEFAULT_DOWNLOAD_WORKERS
 from pxflow.tasks.shards import DEFAULT_SHARD_SIZE
 
-from .runners import runner_names
+from .runners import get_runner, runner_names
+
+
+def known_runner(value: str) -> str:
+    if value not in runner_names():
+        raise ValueError(f"runner must be one of {runner_names()}, got {value!r}")
+    return value
 
 
 class AnnotateOptions(BaseModel):
@@ -52,8 +60,6 @@ class AnnotateOptions(BaseModel):
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
-        from pxflow.pipelines.models.backends import normalize_device
-
         return normalize_device(value)
 
     @model_validator(mode="after")
@@ -65,6 +71,36 @@ class AnnotateOptions(BaseModel):
     @field_validator("runner")
     @classmethod
     def _known_runner(cls, value: str) -> str:
-        if value not in runner_names():
-            raise ValueError(f"runner must be one of {runner_names()}, got {value!r}")
+        return known_runner(value)
+
+
+class FeatureOptions(BaseModel):
+    """How the index flows embed a gallery: the recognition model, and how feature shards fan out."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pipeline: str = Field("PP-ShiTuV2", description="pipeline name or YAML whose SubModules.Recognition makes the features")
+    rec_model_dir: str | None = Field(None, description="recognition model directory (overrides the pipeline's)")
+    backend: str | None = Field(None, description="inference backend: auto, paddle or onnxruntime")
+    device: str = Field("cpu", description="where the model runs: cpu, gpu (any one GPU) or gpu:N")
+    gallery_root: str | None = Field(None, description="folder the label file's paths are relative to (default: its own)")
+    runner: str = Field("thread", description="task runner of the feature shards: " + ", ".join(runner_names()))
+    concurrency: int = Field(2, ge=1, description="feature shards at once")
+    shard_size: int = Field(64, ge=1, description="gallery images per feature shard")
+    features_root: str | None = Field(None, description="lake holding the features table (default <root>/_lake)")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        return normalize_device(value)
+
+    @field_validator("runner")
+    @classmethod
+    def _task_runner(cls, value: str) -> str:
+        if get_runner(known_runner(value)).factory is None:
+            raise ValueError(f"runner {value!r} does not run tasks in a flow; feature shards need one that does")
         return value
+
+    def model_spec(self) -> dict[str, Any]:
+        """What :func:`pxflow.tasks.features.feature_model` loads (the part a worker needs)."""
+        return {"pipeline": self.pipeline, "rec_model_dir": self.rec_model_dir, "backend": self.backend, "device": self.device}

@@ -19,7 +19,9 @@ choices from here. Every mode writes the same rows (``tests/test_fanout.py``).
 Workers started here (local Dask workers, process-pool and Ray workers) get the parent's
 ``PREFECT_API_URL``, so they report to its server instead of starting their own, and import
 the modules named in ``PXFLOW_WORKER_IMPORTS`` (comma-separated) before any task, so
-pipelines registered at import (a plug-in without an entry point) resolve there too.
+pipelines registered at import (a plug-in without an entry point) resolve there too. Each
+holds one Prefect API client for all its task runs (:func:`hold_api_client`), which halves
+the start-up of a shard task there (BENCHMARKS.md, fan-out).
 """
 
 from __future__ import annotations
@@ -125,6 +127,22 @@ def _set_env(env: dict[str, str]) -> None:
 def _process_init(env: dict[str, str], modules: list[str], path: list[str]) -> None:
     _set_env(env)
     import_modules(modules, path)
+    hold_api_client()
+
+
+def hold_api_client() -> None:
+    """Give this worker process one Prefect API client that every task run in it reuses.
+
+    Prefect's engine takes the client of an active ``SyncClientContext`` (its documented
+    single source of sync clients) and otherwise opens two new ones per task run, each
+    building a certificate store (~18 ms apiece) and a new connection: most of a remote shard
+    task's start-up. Entered once in the thread that runs the tasks, never left (the process
+    ends with the pool).
+    """
+    from prefect.context import SyncClientContext
+
+    if SyncClientContext.get() is None:
+        SyncClientContext().__enter__()
 
 
 def _process(concurrency: int, address: str | None = None, device: str = "cpu"):
@@ -157,7 +175,7 @@ def _dask(concurrency: int, address: str | None = None, device: str = "cpu"):
 
     if address:  # its workers' environment is theirs; Prefect ships its settings (the API URL) with each task
         return DaskTaskRunner(address=address)
-    env, preload = worker_env(), worker_imports()
+    env, preload = worker_env(), [__name__, *worker_imports()]  # this module: dask_setup below
     if parse_device(device)[0] == "gpu":
         return DaskTaskRunner(cluster_class=gpu_local_cluster,
                               cluster_kwargs={"n_workers": max(1, concurrency), "gpus": visible_gpus(), "env": env, "preload": preload})
@@ -175,6 +193,11 @@ def _dask(concurrency: int, address: str | None = None, device: str = "cpu"):
     )
 
 
+def dask_setup(worker: Any) -> None:
+    """Dask preload hook of the local clusters started here: one API client for the worker's tasks."""
+    hold_api_client()
+
+
 def _dask_gpu(device: str) -> ContextManager:
     if parse_device(device)[0] != "gpu":
         return contextlib.nullcontext()
@@ -189,9 +212,7 @@ def _ray(concurrency: int, address: str | None = None, device: str = "cpu"):
     except ImportError:
         raise ValueError("runner ray needs the ray extra: pip install 'pxflow[ray]'") from None
     env = {**worker_env(), "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    runtime_env: dict[str, Any] = {"env_vars": env}
-    if worker_imports():
-        runtime_env["worker_process_setup_hook"] = "pxflow.flows.runners.ray_worker_setup"
+    runtime_env: dict[str, Any] = {"env_vars": env, "worker_process_setup_hook": "pxflow.flows.runners.ray_worker_setup"}
     if address:
         return RayTaskRunner(address=address, init_kwargs={"runtime_env": runtime_env})
     init = {"num_cpus": max(1, concurrency), "include_dashboard": False, "runtime_env": runtime_env,
@@ -204,6 +225,7 @@ def _ray(concurrency: int, address: str | None = None, device: str = "cpu"):
 
 def ray_worker_setup() -> None:
     import_modules(worker_imports())
+    hold_api_client()
 
 
 def _ray_gpu(device: str) -> ContextManager:

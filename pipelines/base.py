@@ -28,7 +28,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from .io.errors import InputError
+from .io.errors import InputError, classify_load_error
 from .io.inputs import InputItem, iter_inputs
 from .models.backends import default_threads
 from .predictors.base import PipelineIdentity, submodule
@@ -214,11 +214,7 @@ class BasePipeline(ABC):
     def _error_result(item: InputItem, error: BaseException, index: int, on_error: str) -> ErrorResult:
         if on_error == "raise":
             raise error
-        if isinstance(error, InputError):
-            return ErrorResult(item.uri, error.error_type, error.message, index)
-        if isinstance(error, TypeError):
-            return ErrorResult(item.uri, "unsupported_format", str(error), index)
-        return ErrorResult(item.uri, "decode_failed", f"{type(error).__name__}: {error}", index)
+        return ErrorResult(item.uri, *classify_load_error(error), index)
 
 
 class SinglePredictorPipeline(BasePipeline):

@@ -53,7 +53,7 @@ def run_shard(
     if not job.force and lake.shard_committed(job.run_key, shard_id):
         return {"shard_id": shard_id, "skipped": True, **summarize([])}
 
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     pipeline = get_pipeline(job.config, job.model_sha256)
     per_input = options or [None] * len(uris)
     items = [_item(uri, storage, opts) for uri, opts in zip(uris, per_input, strict=True)]
@@ -75,6 +75,9 @@ def run_shard(
         **summarize(builder.images),
         "versions": versions,
         "seconds": round(time.perf_counter() - started, 3),
+        # the wall-clock window of that work: a timeline of the run, and the idle gaps between one worker's shards
+        "started_at": started_at,
+        "finished_at": time.time(),
         **process_stats(),
     }
 

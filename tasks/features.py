@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from pxflow.pipelines.io.errors import InputError
 from pxflow.pipelines.io.inputs import InputItem
-from pxflow.pipelines.prefetch import prefetch_map
+from pxflow.pipelines.predictors.image_feature import EMBED_BATCH
 from pxflow.pipelines.io.manifest import MANIFEST_SUFFIXES, iter_entries
 from pxflow.pipelines.io.storage import Storage
 from pxflow.pipelines.io.uri import join_uri
@@ -35,7 +35,6 @@ from .lake import Lake, append_features, read_features
 
 log = logging.getLogger(__name__)
 
-FEATURE_BATCH = 8
 LABEL_FILE_SUFFIXES = (".txt",)
 
 
@@ -153,32 +152,13 @@ def compute_features(
     Unreadable images are returned in ``failed``, never fatal.
     """
     desc = model.describe()
-    batch = max(FEATURE_BATCH, model.batch_size)
-    chunks: list[np.ndarray] = []
-    tensors: list[np.ndarray] = []
-    kept: list[tuple[str, str]] = []
-    failed: list[dict[str, Any]] = []
-
-    def load(e: dict[str, Any]) -> tuple[np.ndarray, str]:
-        item = InputItem(e["uri"], storage=storage)
-        return model.preprocess(item.load()), str(item.meta.get("etag") or e["etag"])
-
-    # reads, decodes and preprocesses run ahead of the model in threads (as predict() does); batches infer as they fill
-    for e, loaded, error in prefetch_map(load, entries, workers=LOAD_WORKERS, window=2 * batch):
-        if error is not None:
-            kind = error.error_type if isinstance(error, InputError) else "decode_failed"
-            message = error.message if isinstance(error, InputError) else f"{type(error).__name__}: {error}"
-            failed.append({"uri": e["uri"], "error_type": kind, "message": message})
-            continue
-        tensors.append(loaded[0])
-        kept.append((e["uri"], loaded[1]))
-        if len(tensors) == batch:
-            chunks.append(model.infer(tensors, batch_size=batch))
-            tensors = []
-    if tensors:
-        chunks.append(model.infer(tensors, batch_size=batch))
+    items = [InputItem(e["uri"], storage=storage) for e in entries]
+    # reads, decodes and preprocessing run ahead of the model in threads (as predict() does)
+    embedded = model.embed_inputs(items, workers=LOAD_WORKERS, window=2 * max(EMBED_BATCH, model.batch_size))
+    failed = [{"uri": entries[i]["uri"], "error_type": kind, "message": message} for i, kind, message in embedded.failed]
+    kept = [(entries[i]["uri"], str(items[i].meta.get("etag") or entries[i]["etag"])) for i in embedded.kept]
     if kept:
-        features = np.concatenate(chunks)
+        features = embedded.features
         now = time.time()
         rows = pa.table(
             {

@@ -102,3 +102,28 @@ def test_every_mode_writes_the_same_rows(prefect_server, tmp_path, images):
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=30)
+
+
+@pytest.mark.parametrize("mode", ["process", "dask"])
+def test_worker_processes_reuse_one_api_client(prefect_server, mode):
+    """Prefect opens two API clients per task run (a certificate store and a connection each) unless one is
+    held: the local workers started here hold one, so consecutive shard tasks of a worker share it."""
+    from prefect import flow, task
+
+    from pxflow.flows.runners import make_task_runner
+
+    @task
+    def touch_client() -> tuple[int, int]:
+        from prefect.client.orchestration import get_client
+
+        client = get_client(sync_client=True)
+        client._pxflow_tasks_seen = getattr(client, "_pxflow_tasks_seen", 0) + 1
+        return os.getpid(), client._pxflow_tasks_seen
+
+    @flow(task_runner=make_task_runner(mode, 1))
+    def three_in_a_row() -> list[tuple[int, int]]:
+        return [touch_client.submit().result() for _ in range(3)]
+
+    seen = three_in_a_row()
+    assert len({pid for pid, _ in seen}) == 1 and seen[0][0] != os.getpid(), seen
+    assert [count for _, count in seen] == [1, 2, 3], seen

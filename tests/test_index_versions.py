@@ -566,8 +566,9 @@ def test_annotate_pins_the_version_and_the_next_run_follows_a_remove(subset, con
     root, storage = str(tmp_path / "indexes"), Storage()
     gallery = put_gallery(str(tmp_path / "gallery"), subset, "all.txt", storage)
     from pxflow.flows.index import index_build, index_remove
+    from pxflow.flows.options import FeatureOptions
 
-    index_build(root, "drinks", gallery, index_type="Flat", rec_model_dir=shitu_models["rec"])
+    index_build(root, "drinks", gallery, index_type="Flat", features=FeatureOptions(rec_model_dir=shitu_models["rec"]))
     spec = f"{root}/drinks"
     images = sorted(str(p) for p in (DRINK / "test_images").iterdir() if not p.name.startswith("."))
     out = tmp_path / "out"

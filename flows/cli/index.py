@@ -253,11 +253,13 @@ def stdout_to_stderr():
 
 
 def _flow_model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "gallery_root": args.gallery_root, "pipeline": args.pipeline, "rec_model_dir": args.rec_model_dir,
-        "backend": args.backend, "device": args.device, "runner": args.runner, "concurrency": args.concurrency,
-        "shard_size": args.shard_size, "s3_block": args.s3_block,
-    }
+    from pxflow.flows.options import FeatureOptions
+
+    features = FeatureOptions(
+        gallery_root=args.gallery_root, pipeline=args.pipeline, rec_model_dir=args.rec_model_dir, backend=args.backend,
+        device=args.device or "cpu", runner=args.runner, concurrency=args.concurrency, shard_size=args.shard_size,
+    )
+    return {"features": features, "s3_block": args.s3_block}
 
 
 def _run_versioned(args: argparse.Namespace) -> Any:

@@ -31,3 +31,13 @@ class InputError(Exception):
         #: batch jobs retry the shard rather than record a permanent failure.
         self.transient = transient
         super().__init__(f"{uri or '<array>'}: {error_type}: {message}")
+
+
+def classify_load_error(error: BaseException) -> tuple[str, str]:
+    """``(error_type, message)`` of an input that failed to load: an :class:`InputError` says its own,
+    a ``TypeError`` is an input of a kind we cannot read, anything else is a failed decode."""
+    if isinstance(error, InputError):
+        return error.error_type, error.message
+    if isinstance(error, TypeError):
+        return "unsupported_format", str(error)
+    return "decode_failed", f"{type(error).__name__}: {error}"

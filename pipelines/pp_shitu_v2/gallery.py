@@ -13,15 +13,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..prefetch import prefetch_map
-from ..io.errors import InputError
 from ..io.inputs import InputItem, iter_inputs
 from ..retrieval import load_gallery
 from ..predictors.image_feature import FeaturePredictor
 
 log = logging.getLogger(__name__)
-
-GALLERY_BATCH = 8  # feature batch for gallery embedding (the vectors do not depend on it)
 
 
 def gallery_items(gallery_imgs: Any, gallery_label: "str | Sequence[str]") -> tuple[list[InputItem], list[str]]:
@@ -47,29 +43,11 @@ def embed_gallery(
 ) -> tuple[np.ndarray, list[str], list[dict[str, str]]]:
     """``(features [n, D], labels, skipped)``; ``skipped`` lists ``{input_path, error_type, message}``."""
     items, labels = gallery_items(gallery_imgs, gallery_label)
-
-    def load(pair: tuple[InputItem, str]) -> np.ndarray:
-        return model.preprocess(pair[0].load())
-
-    batch = max(GALLERY_BATCH, model.batch_size)
-    pending: list[np.ndarray] = []
-    chunks: list[np.ndarray] = []
-    kept: list[str] = []
-    skipped: list[dict[str, str]] = []
-    for (item, label), tensor, error in prefetch_map(load, zip(items, labels), workers, prefetch):
-        if error is None:
-            pending.append(tensor)
-            kept.append(label)
-            if len(pending) >= batch:
-                chunks.append(model.infer(pending, batch_size=batch))
-                pending = []
-            continue
-        kind = error.error_type if isinstance(error, InputError) else "decode_failed"
-        message = error.message if isinstance(error, InputError) else f"{type(error).__name__}: {error}"
-        skipped.append({"input_path": item.uri or "<array>", "error_type": kind, "message": message})
-        log.warning("gallery image skipped: %s: %s: %s", item.uri, kind, message)
-    if pending:
-        chunks.append(model.infer(pending, batch_size=batch))
-    if not chunks:
+    embedded = model.embed_inputs(items, workers, prefetch)
+    skipped = []
+    for i, kind, message in embedded.failed:
+        skipped.append({"input_path": items[i].uri or "<array>", "error_type": kind, "message": message})
+        log.warning("gallery image skipped: %s: %s: %s", items[i].uri, kind, message)
+    if not embedded.kept:
         raise ValueError(f"no readable gallery images ({len(skipped)} skipped)")
-    return np.concatenate(chunks), kept, skipped
+    return embedded.features, [labels[i] for i in embedded.kept], skipped

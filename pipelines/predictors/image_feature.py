@@ -14,15 +14,39 @@ the matrix then has one row).
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
+from ..io.errors import classify_load_error
 from ..models import open_model
 from ..models.backends import batch_sizes
 from ..ops.preprocess import Preprocessor, from_transform_ops
+from ..prefetch import prefetch_map
 from ..settings import PxflowSettings
 from .base import Predictor
+
+#: the smallest feature batch of a streamed embedding (the vectors do not depend on it)
+EMBED_BATCH = 8
+
+
+class Loadable(Protocol):
+    """An input that decodes itself to a BGR image (an ``InputItem``)."""
+
+    uri: str | None
+
+    def load(self) -> np.ndarray: ...
+
+
+class Embedded(NamedTuple):
+    """What :meth:`FeaturePredictor.embed_inputs` made of a stream of inputs."""
+
+    #: ``[len(kept), D]`` feature rows, in input order
+    features: np.ndarray
+    #: positions (in the input stream) of the inputs that have a row
+    kept: list[int]
+    #: ``(position, error_type, message)`` of each input that could not be read
+    failed: list[tuple[int, str, str]]
 
 
 def l2_normalize_rows(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -78,6 +102,30 @@ class FeaturePredictor(Predictor):
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Feature rows for BGR images."""
         return self.infer([self.preprocess(img) for img in images])
+
+    def embed_inputs(self, inputs: Iterable[Loadable], workers: int = 2, window: int = 8) -> Embedded:
+        """Embed a stream of inputs with bounded memory: reads, decodes and preprocessing run ahead of the
+        model in ``workers`` threads (at most ``window`` waiting), batches infer as they fill. An input that
+        cannot be read is reported in ``failed``, never fatal: one bad gallery file must not cost a build."""
+        batch = max(EMBED_BATCH, self.batch_size)
+        pending: list[np.ndarray] = []
+        chunks: list[np.ndarray] = []
+        kept: list[int] = []
+        failed: list[tuple[int, str, str]] = []
+        positions = ((i, item) for i, item in enumerate(inputs))
+        for (i, _), tensor, error in prefetch_map(lambda pair: self.preprocess(pair[1].load()), positions, workers, window):
+            if error is not None:
+                failed.append((i, *classify_load_error(error)))
+                continue
+            pending.append(tensor)
+            kept.append(i)
+            if len(pending) >= batch:
+                chunks.append(self.infer(pending, batch_size=batch))
+                pending = []
+        if pending:
+            chunks.append(self.infer(pending, batch_size=batch))
+        features = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+        return Embedded(features, kept, failed)
 
     def describe(self) -> dict[str, Any]:
         """What an index records about the model that made its vectors."""
