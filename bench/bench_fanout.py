@@ -4,18 +4,27 @@ The model is ``bench/sleep_pipeline.py``: it sleeps ``--sleep-ms`` per image (no
 (decoding is negligible), so the figures measure orchestration (Prefect task runs, shipping the job and the
 summary, the shard's table checks) rather than this machine's cores.
 
-1. Per-shard orchestration overhead, at the default shard size, concurrency 1: two runs of ``N1`` and ``N2``
-   shards (after one warm-up run), each into a fresh output, so every shard makes the real "already committed?"
-   check of an incremental run and none is skipped; the extra wall time per extra shard minus the shard's own
-   time (``seconds`` in its summary: inference + commits) is the overhead, reported as a share of the shard's time. Start-up costs (a Dask cluster, Ray)
-   cancel out in the difference. Target: <= 1 % for thread and dask.
-2. Scaling efficiency with 1, 2, 4, 8 workers: runs of ``w`` and ``3 w`` shards on ``w`` workers; the wall time
-   per extra round (``(t(3w) - t(w)) / 2``) against one shard's time. 1.0 is perfect. The sleep uses no core,
-   but each image still costs pxflow's per-input Python work (listing, reading, decoding, row building): with
-   ``thread`` all of it shares one interpreter (the GIL), with ``dask`` it spreads over the worker processes.
+1. Per-shard orchestration overhead, at the default shard size, concurrency 1 (one worker): after one warm-up
+   run, a run of ``N2`` shards into a fresh output (so every shard makes the real "already committed?" check of an
+   incremental run and none is skipped). The overhead is the worker's **idle gap** between one shard's work and the
+   next one's (each shard summary carries the wall-clock window of its work, ``started_at``/``finished_at``): what
+   returning a shard, Prefect finishing its task run and starting the next, and the next shard's check cost. The
+   median gap is reported as a share of the shard's time (``seconds``: inference + commits). Target: <= 1 % for
+   thread and dask. The older figure, the extra wall time per extra shard between runs of ``N1`` and ``N2`` shards,
+   is printed beside it (``wall_diff_ms``): it includes nothing the gap misses but swings by +-100 ms per shard
+   between runs (flow start and end, a cluster's start-up), so it cannot resolve 1 %.
+2. Scaling efficiency with 1, 2, 4, 8 workers: a run of ``3 w`` shards on ``w`` workers (``dask``: on a local
+   cluster already started and warmed by a run of ``w`` shards, as a long-lived cluster would be); efficiency = the
+   shards' work over ``w`` x the span from the first shard's start to the last one's end. 1.0 is perfect. The sleep
+   uses no core, but each image still costs pxflow's per-input Python work (listing, reading, decoding, row
+   building): with ``thread`` all of it shares one interpreter (the GIL), with ``dask`` it spreads over the worker
+   processes, and on 2 cores 8 workers' per-image work competes for them.
 
     python bench/bench_fanout.py [--modes thread,process,dask,ray] [--sleep-ms 10] [--shard-size 500]
-                                 [--workers 1,2,4,8] [--scaling-modes thread,dask] [--json out.json]
+                                 [--workers 1,2,4,8] [--scaling-modes thread,dask] [--json out.json] [--timeline] [--real-model]
+
+``--real-model`` runs the same measurements with the shared PicoDet-XS (ONNX) on COCO images instead of the
+sleep model: the share at a real shard's time on this machine.
 
 The ``deployment`` mode is not timed here: each group is a flow run in a fresh process started by a worker
 (seconds of interpreter and model start per group, amortised over ``shards_per_group`` shards).
@@ -24,6 +33,7 @@ The ``deployment`` mode is not timed here: each group is a flow run in a fresh p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -41,19 +51,23 @@ sys.path.insert(0, str(ROOT))
 os.environ["PXFLOW_WORKER_IMPORTS"] = "bench.sleep_pipeline"
 
 
-def make_inputs(directory: Path, count: int) -> None:
+def make_inputs(directory: Path, count: int, sources: list[Path] | None = None) -> None:
+    """``count`` inputs: links to ``sources`` in turn (real images), or to one tiny PNG."""
     import cv2
     import numpy as np
 
     directory.mkdir(parents=True, exist_ok=True)
-    source = directory.parent / "tiny.png"
-    cv2.imwrite(str(source), np.full((8, 8, 3), 127, np.uint8))
+    if not sources:
+        tiny = directory.parent / "tiny.png"
+        cv2.imwrite(str(tiny), np.full((8, 8, 3), 127, np.uint8))
+        sources = [tiny]
     for i in range(count):
-        (directory / f"img_{i:06d}.png").symlink_to(source)
+        source = sources[i % len(sources)]
+        (directory / f"img_{i:06d}{source.suffix}").symlink_to(source)
 
 
 def run(mode: str, inputs: Path, config: str, model_dir: str, shards: int, shard_size: int, workers: int,
-        out_root: Path) -> tuple[float, list[dict]]:
+        out_root: Path, address: str | None = None) -> tuple[float, list[dict]]:
     """Wall seconds of one planned+fanned-out run over ``shards`` shards, and the shards' summaries."""
     from pxflow.flows.annotate import job_for, run_shards
     from pxflow.flows.options import AnnotateOptions
@@ -70,7 +84,7 @@ def run(mode: str, inputs: Path, config: str, model_dir: str, shards: int, shard
                               runner=mode)
     out = tempfile.mkdtemp(dir=out_root)
     job = replace(job_for(out, options), flow_run_id=f"bench-{mode}-{workers}-{shards}")
-    runner = make_task_runner(mode, workers)
+    runner = make_task_runner(mode, workers, address)
     started = time.perf_counter()
     outcome = run_shards.with_options(task_runner=runner)(job, str(sub), shard_size, max(2, 2 * workers), True,
                                                           None, mode)
@@ -79,6 +93,23 @@ def run(mode: str, inputs: Path, config: str, model_dir: str, shards: int, shard
     summaries = outcome["summaries"]
     assert len(summaries) == shards and not any(s["skipped"] for s in summaries), (len(summaries), shards)
     return wall, summaries
+
+
+@contextlib.contextmanager
+def warm_workers(mode: str, workers: int):
+    """For ``dask``: a local cluster of ``workers`` processes started (and stopped) here, so the measured run
+    finds them up and warm, as on a long-lived cluster (its start-up is not orchestration); None otherwise."""
+    if mode != "dask":
+        yield None
+        return
+    from distributed import LocalCluster
+
+    from pxflow.flows import runners
+
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None, env=runners.worker_env(),
+                      preload=[runners.__name__, *runners.worker_imports()]) as cluster:
+        yield cluster.scheduler_address
 
 
 def idle_gaps(summaries: list[dict]) -> list[float]:
@@ -106,6 +137,9 @@ def main() -> None:
     ap.add_argument("--overhead-shards", default="1,9", help="N1,N2 shards of the overhead runs")
     ap.add_argument("--workers", default="1,2,4,8")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--real-model", action="store_true",
+                    help="the shared PicoDet-XS ONNX on COCO images instead of the sleep model (a real shard's time)")
+    ap.add_argument("--timeline", action="store_true", help="print each scaling run's shards: worker, start, end")
     args = ap.parse_args()
 
     import bench.sleep_pipeline as sleep
@@ -115,14 +149,20 @@ def main() -> None:
     n1, n2 = (int(x) for x in args.overhead_shards.split(","))
     counts = [int(w) for w in args.workers.split(",")]
     work = Path(tempfile.mkdtemp(prefix="bench_fanout_"))
-    model_dir = build(str(work / "toy_model"))
-    config = sleep.write_config(str(work / "sleep.yaml"), model_dir, args.sleep_ms)
     inputs = work / "images"
-    make_inputs(inputs, max(n2, 3 * max(counts)) * args.shard_size)
+    if args.real_model:  # the shared PicoDet-XS (ONNX) over COCO images: a real shard's time
+        from tests.conftest import COCO_MINI, PICODET_ONNX
+
+        config, model_dir = "object_detection", str(PICODET_ONNX)
+        sources = sorted(p for p in (COCO_MINI / "images").iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    else:
+        model_dir = build(str(work / "toy_model"))
+        config, sources = sleep.write_config(str(work / "sleep.yaml"), model_dir, args.sleep_ms), None
+    make_inputs(inputs, max(n2, 3 * max(counts)) * args.shard_size, sources)
     out_root = work / "out"
     out_root.mkdir()
     load = os.getloadavg()
-    report: dict = {"sleep_ms": args.sleep_ms, "shard_size": args.shard_size, "cpus": os.cpu_count(),
+    report: dict = {"model": "PicoDet-XS ONNX" if args.real_model else "sleep", "sleep_ms": args.sleep_ms, "shard_size": args.shard_size, "cpus": os.cpu_count(),
                     "loadavg_before": [round(x, 2) for x in load], "overhead": {}, "scaling": {}}
     with prefect_api():
         run("thread", inputs, config, model_dir, 1, args.shard_size, 1, out_root)  # warm-up: imports, first flow run
@@ -144,12 +184,19 @@ def main() -> None:
         for mode in [m for m in args.scaling_modes.split(",") if m]:
             rows = {}
             for w in counts:
-                wall, summaries = run(mode, inputs, config, model_dir, 3 * w, args.shard_size, w, out_root)
+                with warm_workers(mode, w) as address:
+                    if address:  # the workers load the model once, as a long-lived cluster's would have
+                        run(mode, inputs, config, model_dir, w, args.shard_size, w, out_root, address)
+                    wall, summaries = run(mode, inputs, config, model_dir, 3 * w, args.shard_size, w, out_root, address)
                 rows[w] = {"shard_seconds": round(statistics.median(s["seconds"] for s in summaries), 3),
                            "efficiency": round(busy_share(summaries, w), 3),
                            "throughput_img_s": round(3 * w * args.shard_size / wall, 1),
                            "wall": round(wall, 2)}
                 print(mode, w, rows[w], flush=True)
+                if args.timeline:
+                    t0 = min(x["started_at"] for x in summaries)
+                    for x in sorted(summaries, key=lambda x: x["started_at"]):
+                        print(f"   worker pid {x.get('pid')}: {x['started_at'] - t0:6.2f} s -> {x['finished_at'] - t0:6.2f} s")
             report["scaling"][mode] = rows
     report["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(report, indent=1))

@@ -20,9 +20,11 @@ and records an application transaction ``pxflow/<run_key>/<shard_id>``. So:
 
 from __future__ import annotations
 
+import logging
+import random
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -31,6 +33,8 @@ from pxflow.pipelines.io.storage import Storage
 from pxflow.pipelines.io.uri import join_uri
 
 from pxflow.pipelines.faults import checkpoint
+
+log = logging.getLogger(__name__)
 
 #: table name -> the columns identifying one row's input (what a shard's commit replaces)
 TABLES = ("images", "objects", "runs", "features")
@@ -164,34 +168,42 @@ class Lake:
         from deltalake import CommitProperties, Transaction, write_deltalake
 
         uri, options = self.location(table)
-        existing = self.open(table)
-        commit = CommitProperties(app_transactions=[Transaction(txn, 1, int(time.time() * 1000))])
-        write_deltalake(
-            existing if existing is not None else uri,
-            data,
-            mode="overwrite" if existing is not None else "append",
-            predicate=predicate if existing is not None else None,
-            partition_by=[part[0]] if part and existing is None else None,
-            storage_options=None if existing is not None else options,
-            writer_properties=_writer_properties(),
-            commit_properties=commit,
-        )
+
+        def write() -> None:
+            existing = self.open(table)
+            commit = CommitProperties(app_transactions=[Transaction(txn, 1, int(time.time() * 1000))])
+            write_deltalake(
+                existing if existing is not None else uri,
+                data,
+                mode="overwrite" if existing is not None else "append",
+                predicate=predicate if existing is not None else None,
+                partition_by=[part[0]] if part and existing is None else None,
+                storage_options=None if existing is not None else options,
+                writer_properties=_writer_properties(),
+                commit_properties=commit,
+            )
+
+        _commit_retrying(write, f"{self.output}/{table}")
         return self.open(table).version()
 
     def append(self, table: str, data: pa.Table, partition_by: Sequence[str] | None = None) -> int:
         """A plain append (the ``runs`` table); returns the new version."""
         from deltalake import write_deltalake
 
-        existing = self.open(table)
         uri, options = self.location(table)
-        write_deltalake(
-            existing if existing is not None else uri,
-            data,
-            mode="append",
-            partition_by=list(partition_by) if partition_by and existing is None else None,
-            storage_options=None if existing is not None else options,
-            writer_properties=_writer_properties(),
-        )
+
+        def write() -> None:
+            existing = self.open(table)
+            write_deltalake(
+                existing if existing is not None else uri,
+                data,
+                mode="append",
+                partition_by=list(partition_by) if partition_by and existing is None else None,
+                storage_options=None if existing is not None else options,
+                writer_properties=_writer_properties(),
+            )
+
+        _commit_retrying(write, f"{self.output}/{table}")
         return self.open(table).version()
 
     def delete(self, table: str, predicate: str) -> int | None:
@@ -201,6 +213,30 @@ class Lake:
             return None
         found.delete(predicate)
         return found.version()
+
+
+#: how many times one write is redone on a newer snapshot before its conflict is the caller's (a shard retry)
+COMMIT_ATTEMPTS = 10
+
+
+def _commit_retrying(write: Callable[[], None], where: str) -> None:
+    """Run ``write`` (open the table's latest snapshot, write, commit), redoing it when another writer committed
+    first: shards that finish together race to create the tables, and a replace-by-predicate read a snapshot that a
+    concurrent commit has changed ("a concurrent transaction added new data"). delta-rs asks for the operation to be
+    rerun on the new snapshot; the shards' predicates cover disjoint inputs, so rerunning it is exact. Redoing the
+    commit costs milliseconds, where letting it fail would make Prefect retry the whole shard (its inference).
+    """
+    from deltalake.exceptions import CommitFailedError
+
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        try:
+            write()
+            return
+        except CommitFailedError as exc:
+            if attempt == COMMIT_ATTEMPTS:
+                raise
+            log.debug("%s: commit conflict (%s); redoing it on the new snapshot (attempt %d)", where, exc, attempt + 1)
+            time.sleep(random.uniform(0.01, 0.05) * attempt)  # desynchronise writers that collided
 
 
 def app_id(run_key: str, shard_id: str) -> str:

@@ -272,21 +272,20 @@ def create_app(pipeline: Any, options: ServeOptions | None = None) -> FastAPI:
         return await asyncio.to_thread(_jpeg_base64, result, options.jpeg_quality)
 
     # -- detection, instance segmentation, SAM ----------------------------------------
-    if name in ("object_detection", "small_object_detection"):
-        @route(ENDPOINTS[name])
-        async def _detect(payload, log_id):
-            req = schemas.parse(schemas.DetectionRequest, payload)
-            kwargs = {} if req.threshold is None else {"threshold": req.threshold}
-            res = await infer_one(req.image, kwargs)
-            return {"detectedObjects": schemas.detected_objects(res), "image": await picture(res, req.visualize)}
+    # the endpoints of one image and an optional threshold: (request schema, result key, result -> JSON)
+    thresholded = {
+        "object_detection": (schemas.DetectionRequest, "detectedObjects", schemas.detected_objects),
+        "small_object_detection": (schemas.DetectionRequest, "detectedObjects", schemas.detected_objects),
+        "instance_segmentation": (schemas.InstanceSegmentationRequest, "instances", schemas.instances),
+    }
+    if name in thresholded:
+        request_schema, result_key, to_json = thresholded[name]
 
-    if name == "instance_segmentation":
         @route(ENDPOINTS[name])
-        async def _segment(payload, log_id):
-            req = schemas.parse(schemas.InstanceSegmentationRequest, payload)
-            kwargs = {} if req.threshold is None else {"threshold": req.threshold}
-            res = await infer_one(req.image, kwargs)
-            return {"instances": schemas.instances(res), "image": await picture(res, req.visualize)}
+        async def _thresholded(payload, log_id):
+            req = schemas.parse(request_schema, payload)
+            res = await infer_one(req.image, {} if req.threshold is None else {"threshold": req.threshold})
+            return {result_key: to_json(res), "image": await picture(res, req.visualize)}
 
     if name == "open_vocabulary_segmentation":
         @route(ENDPOINTS[name])
