@@ -169,8 +169,10 @@ class Lake:
 
         uri, options = self.location(table)
 
-        def write() -> None:
+        def write(redo: bool) -> None:
             existing = self.open(table)
+            if redo and existing is not None and (existing.transaction_version(txn) or 0) >= 1:
+                return  # the commit we lost to was this very shard's (another run of the same input): it is done
             commit = CommitProperties(app_transactions=[Transaction(txn, 1, int(time.time() * 1000))])
             write_deltalake(
                 existing if existing is not None else uri,
@@ -192,7 +194,7 @@ class Lake:
 
         uri, options = self.location(table)
 
-        def write() -> None:
+        def write(redo: bool) -> None:
             existing = self.open(table)
             write_deltalake(
                 existing if existing is not None else uri,
@@ -219,8 +221,8 @@ class Lake:
 COMMIT_ATTEMPTS = 10
 
 
-def _commit_retrying(write: Callable[[], None], where: str) -> None:
-    """Run ``write`` (open the table's latest snapshot, write, commit), redoing it when another writer committed
+def _commit_retrying(write: Callable[[bool], None], where: str) -> None:
+    """Run ``write(redo)`` (open the table's latest snapshot, write, commit), redoing it when another writer committed
     first: shards that finish together race to create the tables, and a replace-by-predicate read a snapshot that a
     concurrent commit has changed ("a concurrent transaction added new data"). delta-rs asks for the operation to be
     rerun on the new snapshot; the shards' predicates cover disjoint inputs, so rerunning it is exact. Redoing the
@@ -230,7 +232,7 @@ def _commit_retrying(write: Callable[[], None], where: str) -> None:
 
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         try:
-            write()
+            write(attempt > 1)
             return
         except CommitFailedError as exc:
             if attempt == COMMIT_ATTEMPTS:
