@@ -414,3 +414,31 @@ def test_shitu_index_lifecycle_and_concurrent_append(tmp_path, shitu_pipeline): 
         assert srv.healthy()
     finally:
         srv.stop()
+
+
+def test_shitu_index_root_on_s3(tmp_path, s3_server, shitu_pipeline):  # noqa: F811
+    """``--index-root s3://...``: build, add and infer publish and read versions in a real S3 server."""
+    from pxflow.pipelines.retrieval.versions import IndexRepo
+
+    models = build_models()
+    root = s3_server.unique_prefix("serve-indexes")
+    srv = Server(["--pipeline", "PP-ShiTuV2", "--index-root", root,
+                  "--set", f"SubModules.Detection.model_dir={models['det']}",
+                  "--set", f"SubModules.Recognition.model_dir={models['rec']}"], tmp_path)
+    try:
+        pairs = drink_pairs(3, 2)
+        key = ok_result(srv.post("/shitu-index-build", {"imageLabelPairs": [{"image": b64(p), "label": l} for p, l in pairs]}))["indexKey"]
+        added = drink_pairs(3, 1, skip=2)
+        ok_result(srv.post("/shitu-index-add", {"indexKey": key, "imageLabelPairs": [{"image": b64(p), "label": l} for p, l in added]}))
+        repo = IndexRepo(root, key)
+        assert repo.current_version() == "v000002" and repo.history() == ["v000002", "v000001"]
+        assert sorted(repo.load().id_map.values()) == sorted(l for _, l in pairs + added)
+
+        query = pairs[2][0]
+        infer = ok_result(srv.post("/shitu-infer", {"image": b64(query), "indexKey": key, "visualize": False}))
+        want = next(shitu_pipeline.predict(str(query), index=f"{root}/{key}"))
+        assert len(infer["detectedObjects"]) == len(want["boxes"]) > 0
+        for obj, box in zip(infer["detectedObjects"], want["boxes"]):
+            assert [r["label"] for r in obj["recResults"]] == [l for l in box["labels"] if l is not None]
+    finally:
+        srv.stop()
