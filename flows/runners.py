@@ -20,8 +20,8 @@ Workers started here (local Dask workers, process-pool and Ray workers) get the 
 ``PREFECT_API_URL``, so they report to its server instead of starting their own, and import
 the modules named in ``PXFLOW_WORKER_IMPORTS`` (comma-separated) before any task, so
 pipelines registered at import (a plug-in without an entry point) resolve there too. Each
-holds one Prefect API client for all its task runs (:func:`hold_api_client`), which halves
-the start-up of a shard task there (BENCHMARKS.md, fan-out).
+holds one Prefect API client for all its task runs (:func:`hold_api_client`), which takes
+~30 ms off the start-up of each shard task there (BENCHMARKS.md, fan-out).
 """
 
 from __future__ import annotations
