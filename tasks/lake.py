@@ -159,54 +159,57 @@ class Lake:
             predicate += f" AND {part[0]} = {sql_literal(part[1])}"
         predicate += " AND image_uri IN (" + ", ".join(sql_literal(u) for u in uris) + ")"
         txn = app_id(run_key, shard_id)
-        versions = {"objects": self._replace("objects", _with_partition(objects, part), predicate, part, txn)}
+        partition_by = [part[0]] if part else None
+        versions = {"objects": self.write("objects", _with_partition(objects, part), predicate=predicate,
+                                          partition_by=partition_by, txn=txn)}
         checkpoint("after_objects_commit")
-        versions["images"] = self._replace("images", _with_partition(images, part), predicate, part, txn)
+        versions["images"] = self.write("images", _with_partition(images, part), predicate=predicate,
+                                        partition_by=partition_by, txn=txn)
         return versions
 
-    def _replace(self, table: str, data: pa.Table, predicate: str, part: tuple[str, str] | None, txn: str) -> int:
+    def write(
+        self,
+        table: str,
+        data: pa.Table | Callable[[], Any],
+        *,
+        predicate: str | None = None,
+        partition_by: Sequence[str] | None = None,
+        txn: str | None = None,
+    ) -> int:
+        """The one write of the lake's tables; returns the new version.
+
+        A missing table is created (partitioned by ``partition_by``); an existing one gets the rows of ``predicate``
+        replaced by ``data`` in one commit, or ``data`` appended when there is no predicate. ``txn`` records the
+        Delta application transaction of a shard's commit. A commit that loses a race is redone on the new
+        snapshot (:func:`_commit_retrying`), so ``data`` is a table or a callable giving fresh data per attempt
+        (a stream such as a dataset reader).
+        """
         from deltalake import CommitProperties, Transaction, write_deltalake
 
         uri, options = self.location(table)
 
-        def write(redo: bool) -> None:
+        def attempt(redo: bool) -> int:
             existing = self.open(table)
-            if redo and existing is not None and (existing.transaction_version(txn) or 0) >= 1:
-                return  # the commit we lost to was this very shard's (another run of the same input): it is done
-            commit = CommitProperties(app_transactions=[Transaction(txn, 1, int(time.time() * 1000))])
+            if redo and txn and existing is not None and (existing.transaction_version(txn) or 0) >= 1:
+                return existing.version()  # the commit we lost to was this very shard's (another run of its input)
+            commit = CommitProperties(app_transactions=[Transaction(txn, 1, int(time.time() * 1000))]) if txn else None
             write_deltalake(
                 existing if existing is not None else uri,
-                data,
-                mode="overwrite" if existing is not None else "append",
+                data() if callable(data) else data,
+                mode="overwrite" if existing is not None and predicate else "append",
                 predicate=predicate if existing is not None else None,
-                partition_by=[part[0]] if part and existing is None else None,
+                partition_by=list(partition_by) if partition_by and existing is None else None,
                 storage_options=None if existing is not None else options,
                 writer_properties=_writer_properties(),
                 commit_properties=commit,
             )
+            return existing.version() if existing is not None else self.open(table).version()  # a write updates `existing`
 
-        _commit_retrying(write, f"{self.output}/{table}")
-        return self.open(table).version()
+        return _commit_retrying(attempt, f"{self.output}/{table}")
 
     def append(self, table: str, data: pa.Table, partition_by: Sequence[str] | None = None) -> int:
-        """A plain append (the ``runs`` table); returns the new version."""
-        from deltalake import write_deltalake
-
-        uri, options = self.location(table)
-
-        def write(redo: bool) -> None:
-            existing = self.open(table)
-            write_deltalake(
-                existing if existing is not None else uri,
-                data,
-                mode="append",
-                partition_by=list(partition_by) if partition_by and existing is None else None,
-                storage_options=None if existing is not None else options,
-                writer_properties=_writer_properties(),
-            )
-
-        _commit_retrying(write, f"{self.output}/{table}")
-        return self.open(table).version()
+        """A blind append (the ``runs`` and ``features`` tables); returns the new version."""
+        return self.write(table, data, partition_by=partition_by)
 
     def delete(self, table: str, predicate: str) -> int | None:
         """Delete the rows matching ``predicate`` (one commit); returns the new version."""
@@ -221,7 +224,7 @@ class Lake:
 COMMIT_ATTEMPTS = 10
 
 
-def _commit_retrying(write: Callable[[bool], None], where: str) -> None:
+def _commit_retrying(write: Callable[[bool], int], where: str) -> int:
     """Run ``write(redo)`` (open the table's latest snapshot, write, commit), redoing it when another writer committed
     first: shards that finish together race to create the tables, and a replace-by-predicate read a snapshot that a
     concurrent commit has changed ("a concurrent transaction added new data"). delta-rs asks for the operation to be
@@ -230,15 +233,13 @@ def _commit_retrying(write: Callable[[bool], None], where: str) -> None:
     """
     from deltalake.exceptions import CommitFailedError
 
-    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+    for attempt in range(1, COMMIT_ATTEMPTS):
         try:
-            write(attempt > 1)
-            return
+            return write(attempt > 1)
         except CommitFailedError as exc:
-            if attempt == COMMIT_ATTEMPTS:
-                raise
             log.debug("%s: commit conflict (%s); redoing it on the new snapshot (attempt %d)", where, exc, attempt + 1)
             time.sleep(random.uniform(0.01, 0.05) * attempt)  # desynchronise writers that collided
+    return write(True)  # the last attempt: its conflict is the caller's
 
 
 def app_id(run_key: str, shard_id: str) -> str:

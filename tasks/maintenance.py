@@ -26,22 +26,15 @@ def swap_in_staging(lake: Lake, staging: Lake, run_key: str, partition: str | No
     Readers see the old partition or the new one, never a mix; the staged tables are then
     left for ``lake vacuum`` / deletion (they are under ``_staging/``, which readers never open).
     """
-    from deltalake import write_deltalake
-
+    part = parse_partition(partition)
     versions = {}
     for table in ("objects", "images"):
         staged = staging.dataset(table)
         if staged is None:
             continue
-        existing = lake.open(table)
-        reader = staged.scanner().to_reader()
-        if existing is None:
-            uri, options = lake.location(table)
-            part = parse_partition(partition)
-            write_deltalake(uri, reader, mode="append", partition_by=[part[0]] if part else None, storage_options=options)
-        else:
-            write_deltalake(existing, reader, mode="overwrite", predicate=_scope(run_key, partition))
-        versions[table] = lake.version(table)
+        # streamed, never loaded whole; a fresh reader per attempt, should the commit be redone
+        versions[table] = lake.write(table, lambda: staged.scanner().to_reader(), predicate=_scope(run_key, partition),
+                                     partition_by=[part[0]] if part else None)
     for info in list(staging.storage.list_objects(staging.output)):  # swapped in: the staged files are garbage
         staging.storage.delete(info.uri)
     return versions
