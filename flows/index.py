@@ -191,5 +191,5 @@ def index_refresh(
             out = index_refresh_task(root, name, lake_root, entries, model, inputs, s3_block, _run_id())
         except NothingToChange as exc:
             get_run_logger().info("%s", exc)
-            return {"name": name, "version": None, "unchanged": True, **_feature_stats(stats)}
+            out = {"name": name, "version": None, "unchanged": True}
     return {**out, **_feature_stats(stats)}

@@ -19,12 +19,6 @@ from pxflow.tasks.shards import DEFAULT_SHARD_SIZE
 from .runners import get_runner, runner_names
 
 
-def known_runner(value: str) -> str:
-    if value not in runner_names():
-        raise ValueError(f"runner must be one of {runner_names()}, got {value!r}")
-    return value
-
-
 class AnnotateOptions(BaseModel):
     """How to annotate: which pipeline and model, which options, how to fan out."""
 
@@ -71,7 +65,7 @@ class AnnotateOptions(BaseModel):
     @field_validator("runner")
     @classmethod
     def _known_runner(cls, value: str) -> str:
-        return known_runner(value)
+        return get_runner(value).name  # raises, naming the choices, for an unknown one
 
 
 class FeatureOptions(BaseModel):
@@ -97,7 +91,7 @@ class FeatureOptions(BaseModel):
     @field_validator("runner")
     @classmethod
     def _task_runner(cls, value: str) -> str:
-        if get_runner(known_runner(value)).factory is None:
+        if get_runner(value).factory is None:
             raise ValueError(f"runner {value!r} does not run tasks in a flow; feature shards need one that does")
         return value
 
