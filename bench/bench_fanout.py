@@ -106,9 +106,7 @@ def warm_workers(mode: str, workers: int):
 
     from pxflow.flows import runners
 
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None, env=runners.worker_env(),
-                      preload=[runners.__name__, *runners.worker_imports()]) as cluster:
+    with LocalCluster(**runners.local_cluster_kwargs(workers)) as cluster:
         yield cluster.scheduler_address
 
 

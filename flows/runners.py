@@ -175,22 +175,30 @@ def _dask(concurrency: int, address: str | None = None, device: str = "cpu"):
 
     if address:  # its workers' environment is theirs; Prefect ships its settings (the API URL) with each task
         return DaskTaskRunner(address=address)
-    env, preload = worker_env(), [__name__, *worker_imports()]  # this module: dask_setup below
     if parse_device(device)[0] == "gpu":
         return DaskTaskRunner(cluster_class=gpu_local_cluster,
-                              cluster_kwargs={"n_workers": max(1, concurrency), "gpus": visible_gpus(), "env": env, "preload": preload})
-    return DaskTaskRunner(
-        cluster_class="distributed.LocalCluster",
-        cluster_kwargs={
-            "n_workers": max(1, concurrency),
-            "threads_per_worker": 1,
-            "processes": True,
-            "host": "127.0.0.1",
-            "dashboard_address": None,
-            "env": env,
-            "preload": preload,
-        },
-    )
+                              cluster_kwargs={"n_workers": max(1, concurrency), "gpus": visible_gpus(), "env": worker_env(),
+                                              "preload": dask_preload()})
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=local_cluster_kwargs(concurrency))
+
+
+def local_cluster_kwargs(concurrency: int) -> dict[str, Any]:
+    """``distributed.LocalCluster`` settings of runner ``dask`` on the CPU: one single-threaded worker process per
+    shard at once, on loopback, reporting to this process's Prefect API, with the preloads above."""
+    return {
+        "n_workers": max(1, concurrency),
+        "threads_per_worker": 1,
+        "processes": True,
+        "host": "127.0.0.1",
+        "dashboard_address": None,
+        "env": worker_env(),
+        "preload": dask_preload(),
+    }
+
+
+def dask_preload() -> list[str]:
+    """Modules local Dask workers preload: this one (:func:`dask_setup`) and ``PXFLOW_WORKER_IMPORTS``."""
+    return [__name__, *worker_imports()]
 
 
 def dask_setup(worker: Any) -> None:
