@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import signal
 import subprocess
 import sys
 
@@ -19,6 +18,7 @@ import pytest
 
 from tests.conftest import COCO_MINI, PICODET_ONNX, ROOT
 from tests.support.annotate_helpers import comparable_rows, read_table
+from tests.support.processes import stop_process
 
 N_IMAGES, SHARD = 6, 2
 LOCAL_MODES = ["process", "dask"] + (["ray"] if importlib.util.find_spec("prefect_ray") else [])
@@ -99,13 +99,8 @@ def test_every_mode_writes_the_same_rows(prefect_server, tmp_path, images):
         assert comparable_rows(str(out / "objects")) == base_objects
         last = max(read_table(str(out / "runs")).to_pylist(), key=lambda r: r["started_at"])
         assert last["complete"] and last["images_inferred"] == SHARD * run["shards_failed"]
-    finally:  # cleanup of Prefect's worker (its graceful stop can outlast a loaded machine's patience)
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(timeout=10)
+    finally:  # Prefect's worker and its flow-run children (its graceful stop can outlast a loaded machine's patience)
+        stop_process(worker, grace_s=30, group=True)
 
 
 @pytest.mark.parametrize("mode", ["process", "dask"])

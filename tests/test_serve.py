@@ -12,7 +12,6 @@ import base64
 import functools
 import http.server
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import pytest
 
 from tests.conftest import COCO_MINI, DRINK, PICODET_ONNX, ROOT, require_shared
 from tests.support.annotate_helpers import _png_header_only
+from tests.support.processes import stop_process
 from tests.support.s3_server import free_port
 from tests.support.seg_models import seg_images, seg_models  # noqa: F401  (session fixtures)
 from tests.support.shitu_models import build_models, shitu_pipeline  # noqa: F401
@@ -65,13 +65,7 @@ class Server:
 
     def stop(self) -> None:
         self.client.close()
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
+        stop_process(self.proc, grace_s=20)
 
 
 def b64(path_or_bytes) -> str:

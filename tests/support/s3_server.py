@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.support.processes import stop_process
 
 #: every port ``weed mini`` opens; each gets its own free port so parallel sessions never collide
 WEED_PORT_FLAGS = (
@@ -95,16 +96,6 @@ def _wait_ready(server: S3Server, proc: subprocess.Popen, log: Path, timeout: fl
     raise RuntimeError(f"weed mini not ready after {timeout}s: {last}\n{log.read_text()[-3000:]}")
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-
-
 @pytest.fixture(scope="session")
 def s3_server():
     """Start ``weed mini``; point the AWS environment at it; yield an :class:`S3Server`."""
@@ -141,5 +132,5 @@ def running_s3_server():
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        _stop(proc)
+        stop_process(proc)
         shutil.rmtree(workdir, ignore_errors=True)
