@@ -22,6 +22,7 @@ image larger than it runs alone rather than never).
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
@@ -30,7 +31,7 @@ import numpy as np
 
 from .io.errors import InputError, classify_load_error
 from .io.inputs import InputItem, iter_inputs
-from .models.backends import default_threads
+from .models.backends import default_threads, normalize_device
 from .predictors.base import PipelineIdentity, submodule
 from .predictors.registry import create_predictor, section_identity
 from .io.images import on_header
@@ -121,8 +122,40 @@ class BasePipeline(ABC):
         """Infer a batch and build one result per prepared input."""
 
     def validate_kwargs(self, **kwargs: Any) -> dict[str, Any]:
-        """Check per-call options once, before any input is read (bad options fail fast)."""
+        """Check per-call options once, before any input is read (bad options fail fast).
+
+        Subclasses name each option they take as a keyword parameter: those names are the
+        options ``predict()`` accepts (:meth:`predict_option_names`).
+        """
         return kwargs
+
+    @classmethod
+    def predict_option_names(cls) -> frozenset[str]:
+        """The keywords ``predict()`` takes besides ``on_error``/``storage``: :meth:`validate_kwargs`'s parameters."""
+        params = inspect.signature(cls.validate_kwargs).parameters.values()
+        return frozenset(p.name for p in params if p.name != "self" and p.kind is not p.VAR_KEYWORD)
+
+    def check_predict_options(self, **kwargs: Any) -> dict[str, Any]:
+        """:meth:`validate_kwargs` after refusing what PaddleX would not silently ignore.
+
+        A misspelt keyword (``thresold=0.5``) raises ``TypeError`` naming it instead of running
+        as if it were not given; ``device`` is chosen at ``create_pipeline`` (the models are
+        loaded there), so a per-call ``device`` is accepted only when it names that device.
+        """
+        device = kwargs.pop("device", None)
+        if device is not None and normalize_device(device) != normalize_device(self.device):
+            raise ValueError(
+                f"predict(device={device!r}): this pipeline was created on {self.device!r}; "
+                f"create it with create_pipeline(..., device={device!r}) to run there"
+            )
+        known = self.predict_option_names()
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__}.predict() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}"
+                f" (it takes: {', '.join(sorted(known | {'on_error', 'storage', 'device'}))})"
+            )
+        return self.validate_kwargs(**kwargs)
 
     # -- the shared loop ---------------------------------------------------------------
     def predict(self, input: Any, on_error: str = "yield", storage: Any = None, **kwargs: Any) -> Iterator[BaseResult]:
@@ -133,7 +166,7 @@ class BasePipeline(ABC):
         """
         if on_error not in ("yield", "raise"):
             raise ValueError("on_error must be 'yield' or 'raise'")
-        kwargs = self.validate_kwargs(**kwargs)
+        kwargs = self.check_predict_options(**kwargs)
         counter = iter(range(1 << 62))
         session = pixel_budget().session(max_pixels_in_flight() or 0)
 

@@ -33,5 +33,5 @@ def preflight(config: Mapping[str, Any], options: Mapping[str, Any] | None = Non
         if reserved in options:
             raise TypeError(f"{reserved!r} is an argument of predict() itself, not a predict option")
     pipeline = pipeline_class(str(name))(dict(config), device=device)
-    pipeline.validate_kwargs(**options)
+    pipeline.check_predict_options(**options)
     return pipeline

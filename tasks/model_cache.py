@@ -58,7 +58,7 @@ def checked_pipeline(config: dict[str, Any], model_sha256: str, options: dict[st
     key = cache_key(config, model_sha256)
     cached = _pipelines.get(key)
     if cached is not None:
-        cached.validate_kwargs(**options)
+        cached.check_predict_options(**options)
         return cached
     pipeline = preflight(config, options)
     if keep:

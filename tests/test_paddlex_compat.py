@@ -329,6 +329,46 @@ def test_real_detection_result_img():
     assert np.array_equal(np.asarray(img)[..., ::-1], res.render())
 
 
+def test_results_are_dicts_as_paddlex_documents_them():
+    require_shared()
+    (res,) = list(create_pipeline("object_detection", config=_od_config(PICODET_ONNX)).predict(_image(), threshold=0.5))
+    assert isinstance(res, dict) and "boxes" in res and "input_path" in res
+    assert len(res) == len(dict(res)) and set(dict(res)) >= {"input_path", "page_index", "boxes"}
+    # COCO 000000000139.jpg holds people and a TV among others: some box above 0.5
+    assert res["boxes"] and all(set(b) >= {"cls_id", "label", "score", "coordinate"} for b in res["boxes"])
+    assert json.loads(json.dumps(res))["input_path"] == _image()
+    assert json.loads(res.str["res"]) == json.loads(json.dumps(res.json["res"]))
+
+
+def test_predict_refuses_unknown_keywords_and_other_devices():
+    require_shared()
+    pipe = create_pipeline("object_detection", config=_od_config(PICODET_ONNX), device="cpu")
+    with pytest.raises(TypeError, match="thresold"):
+        next(pipe.predict(_image(), thresold=0.99))
+    with pytest.raises(TypeError, match="no_such_option"):
+        next(pipe.predict(_image(), no_such_option=1))
+    with pytest.raises(ValueError, match="create_pipeline"):
+        next(pipe.predict(_image(), device="gpu:0"))
+    (res,) = list(pipe.predict(_image(), device="cpu", threshold=0.99))  # the pipeline's own device is fine
+    assert res.ok and all(b["score"] >= 0.99 for b in res["boxes"])
+
+
+def test_pdf_pages_are_saved_one_file_each_as_paddlex_names_them(tmp_path):
+    from tests.test_inputs import two_page_pdf
+
+    require_shared()
+    pdf = tmp_path / "two.pdf"
+    two_page_pdf(pdf)
+    out = tmp_path / "out"
+    results = list(create_pipeline("object_detection", config=_od_config(PICODET_ONNX)).predict(str(pdf)))
+    assert [r["page_index"] for r in results] == [0, 1]
+    for res in results:
+        res.save_to_json(str(out))
+        res.save_to_img(str(out))
+    assert sorted(p.name for p in out.iterdir()) == ["two_0_res.jpg", "two_0_res.json", "two_1_res.jpg", "two_1_res.json"]
+    assert json.loads((out / "two_1_res.json").read_text())["res"]["page_index"] == 1
+
+
 # ---------------------------------------------------------------- 5. the CLI
 
 

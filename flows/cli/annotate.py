@@ -83,7 +83,7 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--start", required=True, help="first date, YYYY-MM-DD")
         p.add_argument("--end", required=True, help="last date, YYYY-MM-DD (inclusive)")
     else:
-        p = argparse.ArgumentParser(prog="pxflow annotate", description="Annotate images into Parquet (objects + images tables).")
+        p = argparse.ArgumentParser(prog="pxflow annotate", description="Annotate images into Delta Lake tables (images, objects, runs).")
         p.add_argument("--input", required=True, help="prefix/folder of images, or a manifest (.parquet/.csv/.txt)")
         p.add_argument("--output", required=True, help="output root: local folder or s3:// prefix")
         p.add_argument("--partition", default=None, help="write into this Hive partition, e.g. dt=2024-01-01")

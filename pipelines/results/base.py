@@ -1,4 +1,7 @@
-"""The base result: a plain dict plus the source image, serialised the way PaddleX does.
+"""The base result: a ``dict`` (as PaddleX's results are) plus the source image, serialised the way PaddleX does.
+
+``isinstance(res, dict)``, ``"boxes" in res``, ``dict(res)``, ``len(res)`` and ``json.dumps(res)`` (for
+results whose values are plain JSON: detection, PP-ShiTu) work as with PaddleX;
 
 ``res.json == {"res": {...}}``; ``save_to_json(dir)`` writes ``{stem}_res.json``;
 ``save_to_img(dir)`` writes ``{stem}_res.{ext}`` (``.jpg`` when the input had no
@@ -39,25 +42,31 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-class BaseResult:
-    """One input's prediction: ``data`` (what JSON shows) and the image it was made from."""
+class BaseResult(dict):
+    """One input's prediction: the dict itself (what JSON shows) and the image it was made from.
+
+    A ``dict`` subclass because PaddleX documents each result as one; ``image`` and ``index`` are
+    attributes, not keys, so ``dict(res)`` is exactly the prediction.
+    """
 
     def __init__(self, data: dict[str, Any], image: np.ndarray | None = None, index: int = 0) -> None:
-        self.data = data
+        super().__init__(data)
         self.image = image
         self.index = index
 
     ok = True
 
-    # dict-like access, as PaddleX results are dicts
-    def __getitem__(self, key: str) -> Any:
-        return self.data[key]
+    @property
+    def data(self) -> "BaseResult":
+        """The prediction as a dict: the result itself (kept for code written before results were dicts)."""
+        return self
 
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.data.get(key, default)
+    # identity, not item-wise equality: items may be numpy arrays (masks), whose comparison has no
+    # truth value; compare ``dict(res)`` or ``res.json`` for contents
+    def __eq__(self, other: object) -> bool:
+        return self is other
 
-    def keys(self):
-        return self.data.keys()
+    __hash__ = object.__hash__
 
     @property
     def input_path(self) -> str | None:
@@ -76,7 +85,12 @@ class BaseResult:
         return {"res": to_jsonable(self._json_body())}
 
     def _json_body(self) -> dict[str, Any]:
-        return self.data
+        return dict(self)
+
+    @property
+    def str(self) -> dict[str, str]:
+        """``{"res": <the JSON text>}``, as PaddleX 3.x's ``res.str``."""
+        return {"res": json.dumps(self.json["res"], ensure_ascii=False)}
 
     @property
     def img(self) -> "dict[str, Any]":
@@ -99,11 +113,14 @@ class BaseResult:
         return self.image.copy()
 
     def stem(self) -> str:
+        """The saved files' stem: the input's name, with ``_<page_index>`` for a PDF page as PaddleX
+        names them (``doc_0_res.json``, ``doc_1_res.json``: pages never overwrite each other)."""
         path = self.input_path
         if not path:
             return f"res_{self.index}"
-        name = uri_name(path)
-        return os.path.splitext(name)[0] or f"res_{self.index}"
+        stem = os.path.splitext(uri_name(path))[0] or f"res_{self.index}"
+        page = self.get("page_index")
+        return stem if page is None else f"{stem}_{page}"
 
     def _image_ext(self) -> str:
         ext = os.path.splitext(uri_name(self.input_path or ""))[1].lower()
