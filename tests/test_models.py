@@ -153,3 +153,34 @@ def test_offline_unknown_model_gives_clear_error(tmp_path, monkeypatch):
         resolve_model_dir("PicoDet-S")
     assert "model_dir" in str(info.value)
     assert not os.path.exists(official_model_dir("PicoDet-S"))
+
+
+def test_model_checksum_reads_each_file_once_until_it_changes(tmp_path, monkeypatch):
+    import builtins
+    import hashlib
+    import shutil
+
+    from pxflow.pipelines.models import model_dir as model_dir_module
+
+    require_shared()
+    d = tmp_path / "picodet"
+    shutil.copytree(PICODET_ONNX, d)
+    opened: list[str] = []
+
+    def counting_open(path, *args, **kwargs):
+        opened.append(os.path.basename(str(path)))
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(model_dir_module, "open", counting_open, raising=False)
+    spec = model_dir_module.load_model_spec(str(d))
+    graph = d / "inference.onnx"
+    expected = hashlib.sha256(b"inference.onnx" + graph.read_bytes()).hexdigest()
+    assert spec.sha256() == expected
+    assert model_dir_module.load_model_spec(str(d)).sha256() == expected  # a second spec of the same dir, as a shard makes
+    assert opened.count("inference.onnx") == 1
+    data = bytearray(graph.read_bytes())
+    data[-1] ^= 0xFF  # same size, new content: the stat key (mtime) changes
+    graph.write_bytes(bytes(data))
+    os.utime(graph, ns=(graph.stat().st_atime_ns, graph.stat().st_mtime_ns + 1_000_000))
+    assert spec.sha256() == hashlib.sha256(b"inference.onnx" + bytes(data)).hexdigest() != expected
+    assert opened.count("inference.onnx") == 2

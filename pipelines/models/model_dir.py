@@ -83,15 +83,33 @@ class ModelSpec:
         return out
 
     def sha256(self) -> str:
-        """Checksum of the graph and weight files, the model part of a run key."""
-        digest = hashlib.sha256()
-        files = [f for f in (*(self.paddle_files or ()), self.onnx_file) if f]
-        for path in sorted(files):
-            digest.update(os.path.basename(path).encode())
-            with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(chunk)
-        return digest.hexdigest()
+        """Checksum of the graph and weight files, the model part of a run key.
+
+        Cached per process by each file's (path, size, mtime, inode): a run asks for it from
+        preflight, planning and every shard, and weights run to hundreds of MB, so each file is
+        read once; a file rewritten in place changes its stat and is read again.
+        """
+        files = tuple(sorted(f for f in (*(self.paddle_files or ()), self.onnx_file) if f))
+        key = tuple((path, *_stat_key(path)) for path in files)
+        cached = _SHA256_CACHE.get(key)
+        if cached is None:
+            digest = hashlib.sha256()
+            for path in files:
+                digest.update(os.path.basename(path).encode())
+                with open(path, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(chunk)
+            cached = _SHA256_CACHE[key] = digest.hexdigest()
+        return cached
+
+
+#: ModelSpec.sha256 results by the files' stat keys (a few entries per process: one per model)
+_SHA256_CACHE: dict[tuple, str] = {}
+
+
+def _stat_key(path: str) -> tuple[int, int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns, st.st_ino
 
 
 def _first_pair(model_dir: str, pairs) -> tuple[str, str] | None:
