@@ -32,6 +32,7 @@ from pxflow.pipelines.io.uri import join_uri
 from pxflow.pipelines.retrieval.gallery import label_file_dir, parse_gallery_lines
 
 from .lake import Lake, append_features, read_features
+from .shards import canonical_json
 
 log = logging.getLogger(__name__)
 
@@ -105,26 +106,31 @@ _models_lock = threading.Lock()
 
 
 def feature_model(pipeline: str = "PP-ShiTuV2", rec_model_dir: str | None = None, backend: str | None = None, device: str | None = None):
-    """The pipeline config's ``SubModules.Recognition`` model (``rec_model_dir`` overrides), loaded once per process."""
-    key = (pipeline, rec_model_dir, backend, device)
+    """The pipeline config's ``SubModules.Recognition`` model (``rec_model_dir`` overrides), loaded once per process.
+
+    Cached by the model files' checksum (not their path): a model directory whose files were
+    replaced is loaded anew instead of serving features of the old weights under the new
+    checksum. The checksum itself is cached by file stat (:meth:`ModelSpec.sha256`).
+    """
+    from pxflow.pipelines.config import load_config
+    from pxflow.pipelines.overrides import apply_overrides
+    from pxflow.pipelines.predictors import create_predictor, submodule
+    from pxflow.pipelines.predictors.registry import section_identity
+    from pxflow.pipelines.settings import PxflowSettings
+
+    config = apply_overrides(
+        load_config(pipeline),
+        settings={"backend": backend} if backend else None,
+        assignments=[f"SubModules.Recognition.model_dir={rec_model_dir}"] if rec_model_dir else (),
+    )
+    section = submodule(config, "Recognition")
+    key = (section_identity(section, "Recognition", "image_feature").sha256, canonical_json(config.get("Pxflow")), device)
     with _models_lock:
         found = _models.get(key)
-        if found is not None:
-            return found
-        from pxflow.pipelines.config import load_config
-        from pxflow.pipelines.overrides import apply_overrides
-        from pxflow.pipelines.predictors import create_predictor, submodule
-        from pxflow.pipelines.settings import PxflowSettings
-
-        config = apply_overrides(
-            load_config(pipeline),
-            settings={"backend": backend} if backend else None,
-            assignments=[f"SubModules.Recognition.model_dir={rec_model_dir}"] if rec_model_dir else (),
-        )
-        settings = PxflowSettings.from_mapping(config.get("Pxflow"))
-        model = create_predictor(submodule(config, "Recognition"), settings, device or "cpu", "image_feature")
-        _models[key] = model
-        return model
+        if found is None:
+            settings = PxflowSettings.from_mapping(config.get("Pxflow"))
+            found = _models[key] = create_predictor(section, settings, device or "cpu", "image_feature")
+        return found
 
 
 # ---------------------------------------------------------------- computing features

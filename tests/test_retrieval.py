@@ -236,3 +236,27 @@ def test_torn_or_foreign_directories_are_refused(tmp_path):
     with pytest.raises(IndexFormatError, match="not an index directory"):
         IndexData.load(str(tmp_path / "nothing"))
     assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_feature_model_cache_follows_the_model_files_not_the_path(tmp_path):
+    """A recognition model directory whose files are replaced is loaded anew (features of old weights
+    would otherwise be recorded under the new model's checksum)."""
+    import shutil
+
+    import onnx
+
+    from pxflow.tasks.features import feature_model
+    from tests.conftest import SHARED, require_shared
+
+    require_shared()
+    d = tmp_path / "rec"
+    shutil.copytree(SHARED / "models" / "MobileNetV1_embedding_coral", d)
+    first = feature_model(rec_model_dir=str(d))
+    assert feature_model(rec_model_dir=str(d)) is first  # loaded once while the files are the same
+    before = first.describe()["sha256"]
+    graph = onnx.load(str(d / "inference.onnx"))
+    graph.producer_name = "rewritten"
+    onnx.save(graph, str(d / "inference.onnx"))
+    second = feature_model(rec_model_dir=str(d))
+    assert second is not first
+    assert second.describe()["sha256"] != before
