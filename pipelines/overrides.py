@@ -25,6 +25,34 @@ def parse_assignment(text: str) -> tuple[list[str], Any]:
     return [p for p in path.strip().split(".") if p], yaml.safe_load(value)
 
 
+def check_assignment_path(config: Mapping[str, Any], path: Sequence[str], text: str) -> None:
+    """Refuse a ``KEY.PATH`` that names no key of this pipeline's config, naming the nearest valid key.
+
+    A typo (``SubModules.ObjectDetecton.threshold``) would otherwise create a section nothing reads:
+    the run goes on with a new run key and the setting silently unapplied. Valid keys are those of
+    the config itself and of the pipeline's built-in YAML (which lists every key PaddleX documents,
+    null ones included), so a user YAML that omits a key can still have it set. ``Pxflow.*`` paths
+    are checked by :class:`PxflowSettings` (typed fields) instead.
+    """
+    import difflib
+
+    from .config import builtin_config_names, read_builtin
+
+    if not path or path[0] == "Pxflow":
+        return
+    name = config.get("pipeline_name")
+    nodes: list[Any] = [config, read_builtin(name) if name in builtin_config_names() else {}]
+    for depth, key in enumerate(path):
+        maps = [n for n in nodes if isinstance(n, Mapping)]
+        known = sorted({str(k) for n in maps for k in n})
+        if not maps or key not in known:
+            where = ".".join(path[:depth]) or "the top level"
+            near = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {'.'.join([*path[:depth], near[0]])!r}?" if near else ""
+            raise ValueError(f"--set {text!r}: {name} has no key {key!r} at {where}{hint} (keys there: {', '.join(known) or 'none'})")
+        nodes = [n.get(key) for n in maps]
+
+
 def apply_overrides(
     config: dict[str, Any],
     *,
@@ -64,6 +92,7 @@ def apply_overrides(
         out["Pxflow"] = PxflowSettings.from_mapping(merged).as_dict()
     for text in assignments:
         path, value = parse_assignment(text)
+        check_assignment_path(out, path, text)
         node = out
         for key in path[:-1]:
             child = node.get(key)

@@ -131,6 +131,19 @@ def test_identity_includes_the_chained_detector(seg_models):
 
 
 # -- overrides -----------------------------------------------------------------------------------
+def test_set_paths_must_name_a_key_of_the_pipeline():
+    detection = load_config("object_detection")
+    with pytest.raises(ValueError, match=r"no key 'ObjectDetecton' at SubModules; did you mean 'SubModules.ObjectDetection'"):
+        apply_overrides(detection, assignments=["SubModules.ObjectDetecton.threshold=0.3"])
+    with pytest.raises(ValueError, match=r"did you mean 'SubModules.ObjectDetection.threshold'"):
+        apply_overrides(detection, assignments=["SubModules.ObjectDetection.threshhold=0.3"])
+    with pytest.raises(ValueError, match="infer_worker"):
+        apply_overrides(detection, assignments=["Pxflow.infer_worker=2"])  # typed settings name it too
+    # a user YAML that leaves out a documented key may still set it (the built-in YAML lists it)
+    sparse = {"pipeline_name": "object_detection", "SubModules": {"ObjectDetection": {"model_dir": "/m"}}}
+    assert apply_overrides(sparse, assignments=["SubModules.ObjectDetection.threshold=0.3"])["SubModules"]["ObjectDetection"]["threshold"] == 0.3
+
+
 def test_model_dir_goes_to_the_pipelines_own_model():
     shitu = load_config("PP-ShiTuV2")
     with pytest.raises(ValueError, match="SubModules"):
