@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 import uuid
@@ -32,7 +33,8 @@ from pxflow.pipelines.io.uri import join_uri
 from pxflow.tasks.annotate_shard import annotate_shard
 from pxflow.tasks.credentials import storage_for
 from pxflow.pipelines.faults import checkpoint
-from pxflow.tasks.job import AnnotateJob, prepare_job
+from pxflow.pipelines.retrieval.versions import PinLease, VersionCollected
+from pxflow.tasks.job import AnnotateJob, lease_index, prepare_job
 from pxflow.tasks.lake import Lake
 from pxflow.tasks.maintenance import prune_missing, swap_in_staging
 from pxflow.tasks.model_cache import checked_pipeline
@@ -152,13 +154,34 @@ def annotate(
     input: str, output: str, options: AnnotateOptions | None = None, partition: str | None = None
 ) -> dict[str, Any]:
     """Annotate every image under ``input`` (prefix or manifest) into the Delta tables under ``output``."""
-    from prefect.runtime import flow_run
-
     options = options or AnnotateOptions()
-    logger = get_run_logger()
     started = time.time()
     local_device_check(options.runner, options.device, options.backend, _address(options))
-    job = job_for(output, options, partition)
+    job, lease = _leased_job(output, options, partition)
+    with lease or contextlib.nullcontext():  # gc keeps the run's index version until the run ends
+        return _annotate(job, input, output, options, partition, started)
+
+
+def _leased_job(output: str, options: AnnotateOptions, partition: str | None) -> tuple[AnnotateJob, PinLease | None]:
+    """The run's job and a pin lease on the index version it pinned. If gc collected that version
+    between the pin and the lease (CURRENT moved on meanwhile), the job is prepared again."""
+    from prefect.runtime import flow_run
+
+    for attempt in range(3):
+        job = job_for(output, options, partition)
+        try:
+            return job, lease_index(job, holder=f"annotate {flow_run.get_id() or uuid.uuid4().hex}")
+        except VersionCollected:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _annotate(job: AnnotateJob, input: str, output: str, options: AnnotateOptions, partition: str | None,
+              started: float) -> dict[str, Any]:
+    from prefect.runtime import flow_run
+
+    logger = get_run_logger()
     storage = storage_for(job.s3_block)
     lake = Lake(output, storage)
     lake.check_partitioning(partition)

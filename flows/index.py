@@ -5,8 +5,8 @@
 - ``index_append(root, name, gallery)``: the gallery's images added with fresh ids;
 - ``index_remove(root, name, ids=..., labels=...)``;
 - ``index_rollback(root, name, version)``: a new version with exactly that version's content;
-- ``index_gc(root, name, keep)``: old published versions and orphans removed (never CURRENT,
-  never a pinned version);
+- ``index_gc(root, name, keep)``: old published versions and the orphans CURRENT has passed
+  removed (never CURRENT, a version above it, or a pinned version);
 - ``index_refresh(root, name, gallery_prefix)``: exactly the images added since the current
   version (by uri + etag, as its manifest recorded) appended, and those deleted removed.
 
@@ -171,10 +171,10 @@ def index_rollback(root: str, name: str, version: str, s3_block: str | None = No
 
 
 @flow(name="index-gc")
-def index_gc(root: str, name: str, keep: int = 5, orphan_age_s: float = 3600.0, s3_block: str | None = None) -> dict[str, Any]:
-    """Delete published versions beyond the newest ``keep`` and orphans older than ``orphan_age_s``."""
+def index_gc(root: str, name: str, keep: int = 5, s3_block: str | None = None) -> dict[str, Any]:
+    """Delete published versions beyond the newest ``keep`` and the orphans below CURRENT (see ``IndexRepo.gc``)."""
     with one_writer(name):
-        return index_gc_task(root, name, keep, orphan_age_s, s3_block)
+        return index_gc_task(root, name, keep, s3_block)
 
 
 @flow(name="index-refresh")

@@ -96,8 +96,8 @@ def refresh_version(
     return _summary(repo.apply("refresh", apply, inputs))
 
 
-def gc_versions(root: str, name: str, keep: int, orphan_age_s: float, s3_block: str | None = None) -> dict[str, Any]:
-    return repo_for(root, name, s3_block).gc(keep=keep, orphan_age_s=orphan_age_s)
+def gc_versions(root: str, name: str, keep: int, s3_block: str | None = None) -> dict[str, Any]:
+    return repo_for(root, name, s3_block).gc(keep=keep)
 
 
 def _as_task(fn, name: str):

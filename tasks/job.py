@@ -15,7 +15,7 @@ from typing import Any
 from pxflow.pipelines.config import load_config
 from pxflow.pipelines.overrides import apply_overrides
 from pxflow.pipelines.registry import pipeline_class
-from pxflow.pipelines.retrieval.versions import pin_spec
+from pxflow.pipelines.retrieval.versions import PinLease, hold_pin, pin_spec
 
 from .credentials import storage_for
 
@@ -51,6 +51,12 @@ class AnnotateJob:
         from dataclasses import replace
 
         return replace(self, device=device, config={**self.config, "device": device})
+
+    @property
+    def index_spec(self) -> Any:
+        """The index the pipeline reads (pinned by :func:`prepare_job`), or None."""
+        spec = self.predict_kwargs.get("index")
+        return spec if spec is not None else self.config.get("index")
 
     @property
     def table_root(self) -> str:
@@ -117,3 +123,13 @@ def prepare_job(
         s3_block=s3_block,
         device=chosen,
     )
+
+
+def lease_index(job: AnnotateJob, holder: str | None = None) -> PinLease | None:
+    """A pin lease on the index version ``job`` reads, for the run to hold until it ends (gc keeps
+    that version meanwhile; the lease lapses by itself if the run dies); None without a versioned index.
+
+    Raises :class:`~pxflow.pipelines.retrieval.versions.VersionCollected` when gc collected the version
+    after :func:`prepare_job` pinned it (CURRENT moved on meanwhile): prepare the job again.
+    """
+    return hold_pin(job.index_spec, storage_for(job.s3_block), holder=holder)[1]

@@ -106,7 +106,6 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("gc", help="delete old versions and orphans (never CURRENT or a pinned version)")
     versioned(g)
     g.add_argument("--keep", type=int, default=5, help="published versions to keep, CURRENT included")
-    g.add_argument("--orphan_age_s", type=float, default=3600.0, help="leave unpublished versions younger than this (a writer may be at work)")
 
     rf = sub.add_parser("refresh", help="append the gallery images added since the current version, remove those deleted")
     model_args(rf)
@@ -293,7 +292,7 @@ def _run_versioned(args: argparse.Namespace) -> Any:
         _repo(args).manifest(args.version)  # an unknown version: one line, before any flow starts
         return flows.index_rollback(**common, version=args.version, s3_block=args.s3_block)
     if args.action == "gc":
-        return flows.index_gc(**common, keep=args.keep, orphan_age_s=args.orphan_age_s, s3_block=args.s3_block)
+        return flows.index_gc(**common, keep=args.keep, s3_block=args.s3_block)
     raise UsageError(f"pxflow index {args.action} works on folders (--index DIR), not on --root/--name")
 
 

@@ -9,7 +9,9 @@ Layout::
         manifest.json                written last: structure, metric, dim, search params, model,
                                      ntotal, next_id, label counts, parent, file checksums, created_at,
                                      flow_run_id, operation + inputs, consumed gallery entries
-    <root>/<name>/_pins/<version>.<uuid>.json     {"version", "expires", "holder"}: gc keeps pinned versions
+    <root>/<name>/_pins/<version>.<uuid>.json     {"version", "expires", "ttl_s", "holder"}: a reader's lease
+    <root>/<name>/_condemned/<version>/<uuid>.json    written by a gc before it deletes a version (and
+                                                      left as the record that gc collected it)
 
 A writer (:meth:`IndexRepo.commit`) loads CURRENT (data + etag), applies its operation to
 that version, claims a fresh version number (``If-None-Match``), writes the whole version
@@ -17,7 +19,8 @@ directory, re-loads and validates it (:func:`validate_version`), and only then m
 with ``If-Match: <etag it loaded>``. A writer that loses the race deletes its directory,
 reloads CURRENT and redoes its operation on top of the winner, so no update is ever lost.
 A crash at any point leaves CURRENT on a complete, validated version; the directory it was
-writing is an orphan that nothing references and :meth:`IndexRepo.gc` removes.
+writing is an orphan that nothing references and :meth:`IndexRepo.gc` removes once CURRENT
+has moved past its number (until then it may be a writer still at work).
 
 Every published version's ``parent`` is the version CURRENT held when it was published
 (compare-and-swap guarantees it), so the published history is the parent chain from
@@ -28,7 +31,9 @@ with ``next_id`` kept at the newest value: ids are never reused.
 Readers pin a version with :func:`resolve_index` (``root/name`` resolves CURRENT once,
 ``root/name@v000003`` names one, a plain PaddleX folder is itself); remote versions are
 cached locally by version (published versions never change, so a cached copy never goes
-stale).
+stale). A batch reader that must keep its version for a whole run holds a :class:`PinLease`
+(:func:`hold_pin`), which gc honours; see :meth:`IndexRepo.gc` for why gc cannot delete a
+live or pinned version.
 
 Fault injection for tests (:mod:`pxflow.pipelines.faults`): ``PXFLOW_KILL_AT=index_mid_upload`` or
 ``index_after_upload`` SIGKILLs a writer in the middle of writing a version, or after writing it
@@ -42,7 +47,9 @@ import json
 import os
 import re
 import shutil
+import logging
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -66,18 +73,26 @@ CLAIM_FILE = "_claim.json"
 #: even after it removed the ancestors that linked them to CURRENT)
 PUBLISHED_FILE = "_published.json"
 PINS_DIR = "_pins"
+#: gc's mark on a version it is about to delete; it stays after the deletion as the record of it
+CONDEMNED_DIR = "_condemned"
 MANIFEST_FORMAT = 1
 VERSION_RE = re.compile(r"^v(\d{6})$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 INDEX_FILES = (VECTOR_FILE, ID_MAP_FILE, META_FILE)
 #: how many stored vectors validation searches for themselves
 VALIDATION_SAMPLE = 64
-#: unpublished version directories younger than this may belong to a writer still at work
-ORPHAN_AGE_S = 3600.0
+#: a reader's pin lease (renewed every third of it while the reader runs, so a dead reader's pin lapses)
+PIN_TTL_S = 600.0
+
+log = logging.getLogger(__name__)
 
 
 class VersionError(ValueError):
     """A versioned-index request that cannot be served (unknown name or version, bad layout)."""
+
+
+class VersionCollected(VersionError):
+    """The version was deleted (or is being deleted) by gc: it cannot be read or pinned any more."""
 
 
 class NothingToChange(ValueError):
@@ -209,12 +224,13 @@ class IndexRepo:
             return False
         return self.storage.exists(join_uri(self.version_dir(version), PUBLISHED_FILE)) or version in self.history()
 
-    def history(self) -> list[str]:
-        """The published versions, newest (CURRENT) first: the parent chain from CURRENT."""
+    def history(self, limit: int | None = None, current: str | None = None) -> list[str]:
+        """The published versions, newest (CURRENT) first: the parent chain from CURRENT
+        (from ``current`` when given; at most ``limit`` of them)."""
         out: list[str] = []
-        version = self.current_version()
+        version = current or self.current_version()
         seen: set[str] = set()
-        while version and version not in seen:
+        while version and version not in seen and (limit is None or len(out) < limit):
             seen.add(version)
             try:
                 manifest = self.manifest(version)
@@ -255,25 +271,32 @@ class IndexRepo:
         last_error: Exception | None = None
         for attempt in range(max_attempts):
             parent, etag = self.current()
-            data = self._loaded(parent) if parent else None
-            manifest = self.manifest(parent) if parent else None
-            change = apply(data, manifest)
-            version = self._claim()
+            version: str | None = None
             try:
+                data = self._loaded(parent) if parent else None
+                manifest = self.manifest(parent) if parent else None
+                change = apply(data, manifest)
+                version = self._claim()
                 new_manifest = self._write_version(version, parent, operation, {**(inputs or {}), **change.inputs}, change)
                 checkpoint("index_after_upload")
                 published = validate_version(self, version)
                 self._publish(version, etag)
                 self._last = (version, published)
-            except PreconditionFailed as exc:
+                return new_manifest
+            except Exception as exc:
+                if version is not None:
+                    self._discard(version)
+                # CURRENT moved on: this attempt is lost, whatever broke it. Once CURRENT is past our
+                # number gc may delete our directory (or the parent we read) under us; that is a lost
+                # race like a failed compare-and-swap, redone on the winner's version.
+                if not isinstance(exc, PreconditionFailed) and self.current()[1] == etag:
+                    raise
                 last_error = exc
-                self._discard(version)
                 time.sleep(min(0.05 * (attempt + 1), 0.5) * (0.5 + np.random.random()))
-                continue
             except BaseException:
-                self._discard(version)
+                if version is not None:
+                    self._discard(version)
                 raise
-            return new_manifest
         raise CommitConflict(f"{self.base}: gave up after {max_attempts} lost compare-and-swaps ({last_error})")
 
     def _claim(self) -> str:
@@ -408,8 +431,7 @@ class IndexRepo:
 
     def rollback(self, version: str, inputs: dict[str, Any] | None = None) -> dict[str, Any]:
         """Publish a new version with exactly ``version``'s vectors, ids and labels."""
-        if not self.is_published(version):
-            raise VersionError(f"{self.base}: cannot roll back to {version}: it was never published (or gc removed it)")
+        self.check_readable(version)
         target_manifest = self.manifest(version)
         target = self.load(version)
 
@@ -424,67 +446,191 @@ class IndexRepo:
         return self.commit(operation, apply, inputs)
 
     # -- pins and gc ------------------------------------------------------------------
-    def pin(self, version: str, ttl_s: float = 3600.0, holder: str | None = None) -> str:
-        """Keep ``version`` from gc for ``ttl_s`` seconds (a small marker object); returns its URI for :meth:`unpin`."""
+    def pin(self, version: str, ttl_s: float = PIN_TTL_S, holder: str | None = None) -> str:
+        """Keep ``version`` from gc for ``ttl_s`` seconds; returns the pin's URI for :meth:`renew` / :meth:`unpin`.
+
+        The pin is written first, then the version is checked: a gc that condemned it before it
+        could see this pin has left its mark, and we back off (:class:`VersionCollected`) instead of
+        holding a pin on a version being deleted. Either gc sees the pin, or the pin sees gc's mark.
+        """
         version_number(version)
         uri = self.uri(PINS_DIR, f"{version}.{uuid.uuid4().hex}.json")
-        body = {"version": version, "expires": time.time() + float(ttl_s), "holder": holder or self.flow_run_id, "pid": os.getpid()}
-        self.storage.write_bytes(uri, json.dumps(body).encode())
+        self._write_pin(uri, version, ttl_s, holder)
+        try:
+            self.check_readable(version)
+        except BaseException:
+            self.unpin(uri)
+            raise
         return uri
+
+    def renew(self, pin_uri: str, version: str, ttl_s: float = PIN_TTL_S, holder: str | None = None) -> None:
+        """Extend a pin: the same object rewritten with a new expiry (and a new storage modified time)."""
+        self._write_pin(pin_uri, version, ttl_s, holder)
+
+    def _write_pin(self, uri: str, version: str, ttl_s: float, holder: str | None) -> None:
+        body = {"version": version, "expires": time.time() + float(ttl_s), "ttl_s": float(ttl_s),
+                "holder": holder or self.flow_run_id, "pid": os.getpid()}
+        self.storage.write_bytes(uri, json.dumps(body).encode())
 
     def unpin(self, pin_uri: str) -> None:
         self.storage.delete(pin_uri)
 
-    def pins(self, now: float | None = None) -> dict[str, list[dict[str, Any]]]:
-        """Unexpired pins by version (expired pin files are ignored; gc deletes them)."""
+    def pins(self, now: float | None = None, version: str | None = None) -> dict[str, list[dict[str, Any]]]:
+        """Unexpired pins by version (of ``version`` only, when given); see :func:`pin_expiry`."""
         now = time.time() if now is None else now
         out: dict[str, list[dict[str, Any]]] = {}
-        for info in self.storage.list_objects(self.uri(PINS_DIR), suffixes=[".json"]):
-            try:
-                body = json.loads(self.storage.read_bytes(info.uri))
-            except Exception:
-                continue
-            if float(body.get("expires", 0)) > now:
-                out.setdefault(str(body.get("version")), []).append({**body, "uri": info.uri})
+        for info, body in self._pin_files(version):
+            if pin_expiry(body, info) > now:
+                out.setdefault(str(body.get("version") or info.uri.rsplit("/", 1)[-1].split(".", 1)[0]), []).append({**body, "uri": info.uri})
         return out
 
-    def gc(self, keep: int = 5, orphan_age_s: float = ORPHAN_AGE_S) -> dict[str, Any]:
-        """Delete published versions beyond the newest ``keep`` and orphans older than ``orphan_age_s``.
+    def _pin_files(self, version: str | None = None) -> Iterable[tuple[Any, dict[str, Any]]]:
+        """``(ObjectInfo, body)`` of each pin file (of ``version``); an unreadable body is ``{}``
+        (kept as a pin by :func:`pin_expiry`: unknown is not expired); a file gone meanwhile is skipped."""
+        for info in list(self.storage.list_objects(self.uri(PINS_DIR), suffixes=[".json"])):
+            if version is not None and not info.uri.rsplit("/", 1)[-1].startswith(version + "."):
+                continue
+            try:
+                body = json.loads(self.storage.read_bytes(info.uri))
+            except InputError as exc:
+                if exc.error_type == "not_found":
+                    continue
+                body = {}
+            except ValueError:
+                body = {}
+            yield info, body if isinstance(body, dict) else {}
 
-        Never deletes CURRENT, a version with an unexpired pin, or an unpublished directory
-        young enough to belong to a writer still at work. Returns what was deleted and kept.
+    def condemned(self, version: str) -> dict[str, Any] | None:
+        """A gc's mark on ``version`` (it is being, or was, collected), or None.
+
+        One mark per gc run (``_condemned/<version>/<uuid>.json``): a gc that backs off removes
+        only its own, never one another gc is relying on."""
+        for info in self.storage.list_objects(self.uri(CONDEMNED_DIR, version), suffixes=[".json"]):
+            try:
+                return json.loads(self.storage.read_bytes(info.uri))
+            except InputError as exc:
+                if exc.error_type != "not_found":
+                    raise
+            except ValueError:
+                return {"version": version}
+        return None
+
+    def check_readable(self, version: str) -> None:
+        """Raise unless ``version`` is published and not collected (or being collected) by gc."""
+        mark = self.condemned(version)
+        if mark is not None:
+            what = "published" if mark.get("published", True) else "never published (an abandoned write)"
+            raise VersionCollected(f"{self.base}: version {version} was {what} and then collected by gc "
+                                   f"(versions: {', '.join(self.history()[::-1]) or 'none'})")
+        if not self.is_published(version):
+            raise VersionError(f"{self.base}: version {version} was never published (versions: {', '.join(self.history()[::-1]) or 'none'})")
+
+    def gc(self, keep: int = 5) -> dict[str, Any]:
+        """Delete the published versions beyond the newest ``keep`` and the orphans CURRENT has passed.
+
+        Cannot delete a live or pinned version, whatever runs meanwhile and whatever the clocks say:
+
+        - CURRENT (and the newest ``keep`` of its history) is re-read before each deletion, and
+          nothing numbered at or above the newest CURRENT seen is touched. A writer claims a number
+          above the CURRENT it read, and publishing is a compare-and-swap on CURRENT's etag, which
+          can never come back once CURRENT moved (numbers only grow): a version below CURRENT can
+          never be published any more, one above may be a writer at work. No timestamp is read.
+        - Pins: gc first writes ``_condemned/<version>/<uuid>.json``, then re-reads that version's pins and
+          deletes only if none is live (else it removes its mark). :meth:`pin` writes its pin and
+          then looks for the mark, so a reader either is seen or sees gc. The mark stays after the
+          deletion: readers of a collected version are told so.
+
+        Returns ``{"deleted", "kept", "pinned", "in_progress", "current"}``.
         """
         keep = max(1, int(keep))
-        now = time.time()
-        current = self.current_version()
-        history = self.history()
-        pinned = self.pins(now)
-        kept = set(history[:keep]) | set(pinned) | ({current} if current else set())
-        deleted, young = [], []
+        deleted: list[str] = []
+        pinned: list[str] = []
+        current: str | None = None
         for version in self.versions():
-            if version in kept:
+            current, kept = self._keep_set(keep)  # re-read: CURRENT may have moved since the listing
+            if current is None or version_number(version) >= version_number(current) or version in kept:
                 continue
-            if version not in history and not self.storage.exists(join_uri(self.uri(version), PUBLISHED_FILE)):
-                # an orphan: did its writer give up, or is it still writing?
-                created = self._claim_time(version)
-                if created is not None and now - created < orphan_age_s:
-                    young.append(version)
-                    continue
+            if self.pins(version=version):
+                pinned.append(version)
+                continue
+            published = self.storage.exists(join_uri(self.uri(version), PUBLISHED_FILE)) or version in self.history(current=current)
+            mark = self.uri(CONDEMNED_DIR, version, f"{uuid.uuid4().hex}.json")
+            self.storage.write_bytes(mark, json.dumps({"version": version, "published": published, "current": current,
+                                                       "flow_run_id": self.flow_run_id}).encode())
+            if self.pins(version=version):  # a reader pinned it before it could see the mark
+                self.storage.delete(mark)
+                pinned.append(version)
+                continue
             self._delete_version(version)
             deleted.append(version)
-        for info in list(self.storage.list_objects(self.uri(PINS_DIR), suffixes=[".json"])):
-            try:
-                if float(json.loads(self.storage.read_bytes(info.uri)).get("expires", 0)) <= now:
-                    self.storage.delete(info.uri)
-            except Exception:
-                continue
-        return {"deleted": deleted, "kept": sorted(kept, key=version_number), "in_progress": young, "current": current}
+        current, kept = self._keep_set(keep)
+        remaining = self.versions()
+        above = [v for v in remaining if current is None or version_number(v) > version_number(current)]
+        in_progress = [v for v in above if not self.storage.exists(join_uri(self.uri(v), PUBLISHED_FILE))]
+        now = time.time()
+        for info, body in self._pin_files():
+            if pin_expiry(body, info) <= now:
+                self.storage.delete(info.uri)
+        return {"deleted": deleted, "kept": remaining, "pinned": pinned, "in_progress": in_progress, "current": current}
 
-    def _claim_time(self, version: str) -> float | None:
+    def _keep_set(self, keep: int) -> tuple[str | None, set[str]]:
+        """CURRENT now and the newest ``keep`` versions of its history."""
+        current = self.current_version()
+        return current, set(self.history(limit=keep, current=current)) if current else set()
+
+
+def pin_expiry(body: dict[str, Any], info: Any) -> float:
+    """When a pin lapses: the later of its body's ``expires`` (the pin writer's clock) and the
+    storage's last-modified time + ``ttl_s`` (the store's clock), so a writer whose clock runs
+    behind cannot have its lease dropped early. A pin whose body cannot be read never lapses
+    (unknown is not expired; ``unpin`` or an operator removes it)."""
+    try:
+        expires = float(body["expires"])
+        modified = getattr(info, "modified", None)
+        if modified is not None and body.get("ttl_s") is not None:
+            expires = max(expires, float(modified) + float(body["ttl_s"]))
+        return expires
+    except (KeyError, TypeError, ValueError):
+        return float("inf")
+
+
+class PinLease:
+    """A reader's pin on one version, renewed in the background until :meth:`release`.
+
+    A run holds one for as long as it reads the version; if the process dies, renewals stop
+    and the pin lapses after ``ttl_s`` (gc then may collect the version).
+    """
+
+    def __init__(self, repo: IndexRepo, version: str, ttl_s: float | None = None, holder: str | None = None) -> None:
+        self.repo, self.version, self.holder = repo, version, holder
+        self.ttl_s = float(PIN_TTL_S if ttl_s is None else ttl_s)
+        self.uri = repo.pin(version, self.ttl_s, holder)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name=f"pxflow-pin-{version}", daemon=True)
+        self._thread.start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.ttl_s / 3):
+            try:
+                self.repo.renew(self.uri, self.version, self.ttl_s, self.holder)
+            except Exception as exc:  # the next renewal may succeed; the lease still has 2/3 of its time
+                log.warning("renewing the pin on %s/%s failed: %s", self.repo.base, self.version, exc)
+
+    def release(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join()
         try:
-            return float(json.loads(self.storage.read_bytes(join_uri(self.uri(version), CLAIM_FILE)))["created_at"])
-        except Exception:
-            return None
+            self.repo.unpin(self.uri)
+        except Exception as exc:  # it lapses by itself
+            log.warning("removing the pin %s failed: %s", self.uri, exc)
+
+    def __enter__(self) -> "PinLease":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
 
 
 # ---------------------------------------------------------------- operations on IndexData
@@ -691,10 +837,7 @@ def resolve_index(
     if version is None:
         version = repo.require_current()
     directory = repo.version_dir(version)
-    if not storage.exists(join_uri(directory, PUBLISHED_FILE)) and version not in repo.history():
-        raise VersionError(
-            f"{base}: version {version} was never published (versions: {', '.join(repo.history()[::-1]) or 'none'})"
-        )
+    repo.check_readable(version)
     if not is_remote(directory):
         return directory, name, version
     return _cached_copy(repo, version, cache_dir or default_cache_dir()), name, version
@@ -751,6 +894,32 @@ def pin_spec(spec: Any, storage: Storage | None = None) -> Any:
         return os.fspath(spec)
     root, _, name = base.rstrip("/").rpartition("/")
     return f"{base}@{IndexRepo(root or '.', name, storage).require_current()}"
+
+
+def hold_pin(spec: Any, storage: Storage | None = None, ttl_s: float | None = None, holder: str | None = None,
+             attempts: int = 5) -> tuple[Any, PinLease | None]:
+    """``(pinned spec, lease)``: :func:`pin_spec` plus a :class:`PinLease` on that version, which gc
+    honours until the caller releases it (or its process dies and the lease lapses).
+
+    A moving spec (``root/name``) whose version gc condemned between reading CURRENT and pinning
+    (CURRENT moved on meanwhile) is resolved again; a named version (``@vNNNNNN``) that gc
+    collected raises :class:`VersionCollected`. Anything that is not a versioned index gets no lease.
+    """
+    moving = isinstance(spec, (str, os.PathLike)) and split_spec(os.fspath(spec))[1] is None
+    for attempt in range(max(1, attempts)):
+        pinned = pin_spec(spec, storage)
+        if not isinstance(pinned, str):
+            return pinned, None
+        base, version = split_spec(pinned)
+        if version is None:
+            return pinned, None
+        root, _, name = base.rstrip("/").rpartition("/")
+        try:
+            return pinned, PinLease(IndexRepo(root or ".", name, storage or default_storage()), version, ttl_s, holder)
+        except VersionCollected:
+            if not moving or attempt + 1 >= attempts:
+                raise
+    raise AssertionError("unreachable")
 
 
 def refresh_change(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Iterable, Iterator
 
 from ..uri import ParsedURI
@@ -30,6 +30,9 @@ class ObjectInfo:
     uri: str
     size: int
     etag: str | None = None
+    #: the store's last-modified time (epoch seconds: the file's mtime, S3's LastModified) where the
+    #: call saw it; what a lease compares instead of the writer's own clock. Not part of equality.
+    modified: float | None = field(default=None, compare=False)
 
 
 class UnsupportedSchemeError(ValueError):

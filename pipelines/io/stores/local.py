@@ -74,7 +74,7 @@ class LocalStore(Store):
             st = os.stat(self._path(uri))
         except FileNotFoundError:
             return None
-        return ObjectInfo(uri, st.st_size, local_etag(st))
+        return ObjectInfo(uri, st.st_size, local_etag(st), st.st_mtime)
 
     def exists(self, uri: str) -> bool:
         return os.path.exists(self._path(uri))
@@ -96,7 +96,7 @@ class LocalStore(Store):
         root = self._path(prefix)
         if os.path.isfile(root):
             st = os.stat(root)
-            yield ObjectInfo(root, st.st_size, local_etag(st))
+            yield ObjectInfo(root, st.st_size, local_etag(st), st.st_mtime)
             return
         yield from self._walk(root, normalize_suffixes(suffixes), set())
 
@@ -131,7 +131,7 @@ class LocalStore(Store):
             except OSError as exc:  # dangling symlink, permission denied, vanished meanwhile
                 log.warning("skipping %s: %s", ascii(entry.path), exc)
                 continue
-            yield ObjectInfo(entry.path, st.st_size, local_etag(st))
+            yield ObjectInfo(entry.path, st.st_size, local_etag(st), st.st_mtime)
 
     def list_children(self, prefix: str) -> Iterator[str]:
         try:

@@ -110,6 +110,11 @@ _client_lock = threading.Lock()
 _clients: dict[tuple, object] = {}
 
 
+def _epoch(stamp: Any) -> float | None:
+    """botocore's ``LastModified`` (a datetime) as epoch seconds: the server's clock, not ours."""
+    return stamp.timestamp() if stamp is not None and hasattr(stamp, "timestamp") else None
+
+
 def s3_error_code(exc: BaseException) -> str:
     response = getattr(exc, "response", None) or {}
     return str(response.get("Error", {}).get("Code", ""))
@@ -222,7 +227,7 @@ class S3Store(Store):
             if s3_error_code(exc) in S3_NOT_FOUND:
                 return None
             raise
-        return ObjectInfo(uri, int(head["ContentLength"]), head.get("ETag", "").strip('"') or None)
+        return ObjectInfo(uri, int(head["ContentLength"]), head.get("ETag", "").strip('"') or None, _epoch(head.get("LastModified")))
 
     def is_dir(self, uri: str) -> bool:
         parsed = self.parse(uri)
@@ -250,7 +255,8 @@ class S3Store(Store):
                     below = key[len(key_prefix) :] if whole else key.rsplit("/", 1)[-1]
                     if not has_suffix(key, sfx) or any(part.startswith(".") for part in below.split("/")):
                         continue  # hidden files and folders are skipped, as locally
-                yield ObjectInfo(f"s3://{parsed.bucket}/{key}", int(item["Size"]), item.get("ETag", "").strip('"') or None)
+                yield ObjectInfo(f"s3://{parsed.bucket}/{key}", int(item["Size"]), item.get("ETag", "").strip('"') or None,
+                                 _epoch(item.get("LastModified")))
 
     def list_children(self, prefix: str) -> Iterator[str]:
         parsed = self.parse(prefix)
