@@ -17,15 +17,15 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
-from pxflow.pipelines.io.errors import InputError
 from pxflow.pipelines.io.inputs import InputItem
+from pxflow.pipelines.io.uri import input_identity
 
 from .credentials import storage_for
 from pxflow.pipelines.faults import checkpoint
 from .job import AnnotateJob
 from .lake import Lake
 from .model_cache import get_pipeline, process_stats
-from .rows import RowBuilder, summarize, table_uri
+from .rows import RowBuilder, summarize
 
 SHARD_RETRIES = 2
 
@@ -83,11 +83,9 @@ def run_shard(
 
 
 def _item(uri: str, storage, options: dict[str, Any] | None) -> InputItem:
-    shown = table_uri(uri)
-    if shown == uri:
-        return InputItem(uri, storage=storage, options=options)
-    message = "the file name is not valid UTF-8 (shown with backslash escapes); rename the file"
-    return InputItem(shown, storage=storage, options=options, error=InputError(shown, "unsupported_format", message))
+    """The input under its identity (planning already gave one; a direct caller may not have): the name its
+    rows hold, and readable as is, a file name that is not valid UTF-8 included."""
+    return InputItem(input_identity(uri), storage=storage, options=options)
 
 
 #: object-store answers that will not change on a retry (bad credentials, no permission, no bucket)

@@ -1,14 +1,17 @@
 """Incremental planning: which listed inputs still need rows for this run key, cut into shards.
 
-An input is identified by its URI plus what the store says of its content (the ETag, or
-``mtime-size`` locally). Planning reads three columns of the ``images`` table for this run
+An input is identified by its identity (:func:`pxflow.pipelines.io.uri.input_identity`: the real
+path of a local file, the normalised URI of a remote one) plus what the store says of its content
+(the ETag, or ``mtime-size`` locally). Planning reads three columns of the ``images`` table for this run
 key and partition (``image_uri``, ``etag``, ``retryable``: never the objects) and keeps an
 input when it has no row, when its content changed since its row was written, or when its
 row is a retryable failure (an outage, throttling). Everything else is skipped unchanged.
 So late arrivals are picked up, rewritten images are re-annotated, and a rerun after a
 crash finishes exactly what is missing.
 
-The same URI listed twice (a manifest naming it three times) is planned once, and counted.
+The same input listed twice (a manifest naming it three times, in three spellings; a folder
+and a symlink to it) is planned once, under its identity, and counted. Shards carry identities,
+so the rows hold them and the next run's plan finds them.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 from pxflow.pipelines.io.storage import Storage
+from pxflow.pipelines.io.uri import input_identity
 
-from .rows import table_uri
 from .shards import Shard, shard_id
 
 log = logging.getLogger(__name__)
@@ -60,17 +63,17 @@ def plan(
     batch: list[tuple[str, str | None, dict[str, Any] | None]] = []
     index = 0
     for entry in entries:
-        uri = entry if isinstance(entry, str) else entry.uri
-        key = table_uri(uri)  # what the tables hold for it
-        if key in stats.listed_uris:
+        listed_as = entry if isinstance(entry, str) else entry.uri
+        uri = input_identity(listed_as)  # what the shard reads and the tables hold for it
+        if uri in stats.listed_uris:
             stats.duplicates += 1
             if stats.duplicates <= 5:
-                log.warning("input listed more than once, annotated once: %s", uri)
+                log.warning("input listed more than once, annotated once: %s (as %s)", uri, ascii(listed_as))
             continue
-        stats.listed_uris.add(key)
+        stats.listed_uris.add(uri)
         stats.listed += 1
         etag = None if isinstance(entry, str) else entry.etag
-        previous = annotated.get(key)
+        previous = annotated.get(uri)
         if previous is not None and etag is None:  # a manifest entry: ask the store what it holds now
             info = storage.stat(uri) if _statable(uri) else None
             etag = info.etag if info is not None else None

@@ -74,16 +74,6 @@ IMAGES_SCHEMA = pa.schema(
 )
 
 
-def table_uri(uri: str) -> str:
-    """``uri`` as the tables can hold it: a file name that is not valid UTF-8 (a surrogate-escaped
-    listing entry) is shown with backslash escapes, so it still gets its (error) row."""
-    try:
-        uri.encode("utf-8")
-        return uri
-    except UnicodeEncodeError:
-        return uri.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
 class RowBuilder:
     """Accumulates one shard's rows; constant per-row fields are given once."""
 

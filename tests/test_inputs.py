@@ -204,7 +204,11 @@ def test_directory_inputs_survive_symlink_loops_and_dangling_links(tmp_path):
     (root / "sub" / "b.png").write_bytes(png())
     (root / "sub" / "up").symlink_to(root)
     (root / "gone.png").symlink_to(tmp_path / "gone.png")
-    assert [i.uri for i in iter_inputs(str(root))] == [str(root / "a.png"), str(root / "sub" / "b.png")]
+    items = list(iter_inputs(str(root)))  # the loop is walked once; the dangling link is an input that fails
+    assert [i.uri for i in items] == [str(root / "a.png"), str(root / "gone.png"), str(root / "sub" / "b.png")]
+    with pytest.raises(InputError, match="dangling symbolic link") as err:
+        items[1].load()
+    assert err.value.error_type == "not_found"
 
 
 # ---------------------------------------------------------------- PDF

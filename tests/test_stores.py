@@ -283,10 +283,14 @@ def test_local_listing_survives_loops_dangling_links_and_odd_names(tmp_path, cap
         (f"{root}/a/1.jpg", 1),
         (f"{root}/a/deeper/2.jpg", 2),
         (odd_name, 3),
+        (f"{root}/dangling.jpg", -1),  # listed although unreadable: its read is its error row
     ]
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "dangling.jpg" in messages and "loop" in messages and "linked" in messages
     assert Storage().read_bytes(odd_name) == b"333"
+    with pytest.raises(InputError, match="dangling symbolic link") as err:
+        Storage().read_bytes(f"{root}/dangling.jpg")
+    assert err.value.error_type == "not_found"
 
 
 def test_local_listing_skips_an_unreadable_directory(tmp_path, caplog, monkeypatch):

@@ -156,9 +156,12 @@ class Storage:
         """Stream every object under ``prefix`` in sorted key order, optionally filtered by suffix.
 
         Nothing is held beyond one directory (local) or one 1000-key page (S3), so
-        millions of keys list in constant memory. Hidden files and our own
-        temporary files (``.tmp-``) are skipped. A prefix that lists nothing
-        (missing directory, empty s3 prefix) yields nothing.
+        millions of keys list in constant memory. One dotfile rule for local folders and
+        S3 prefixes alike (:func:`~pipelines.io.stores.base.is_hidden`): entries below
+        ``prefix`` with a name or folder starting with ``.`` (our own ``.tmp-`` files
+        included) are skipped, and counted in a warning. A local entry that cannot be read
+        (dangling symlink, loop) is still listed, so that it gets its error row. A prefix
+        that lists nothing (missing directory, empty s3 prefix) yields nothing.
         """
         return self.store_for(prefix).list_objects(os.fspath(prefix), suffixes, page_size)
 

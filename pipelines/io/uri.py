@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from urllib.parse import quote
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,28 @@ def parse_uri(uri: str | os.PathLike) -> ParsedURI:
 
     text = os.fspath(uri)
     return store_class(uri_scheme(text), text).parse(text)
+
+
+def input_identity(uri: str | os.PathLike) -> str:
+    """The one name of an input: what the tables key its row by and what planning deduplicates on.
+
+    The store for its scheme decides (``Store.identity``): the real path for local files (``/./``,
+    ``//``, ``file://`` and symlinks resolved; not valid UTF-8: a percent-escaped ``file://`` URI),
+    ``s3://bucket/key`` as is, an RFC 3986-normalised URL. A URI no store can parse (``gs://``)
+    keeps its spelling: it becomes an error row under that name. The result is always valid UTF-8.
+    """
+    text = os.fspath(uri)
+    try:
+        from .stores import store_class
+
+        identity = store_class(uri_scheme(text), text).identity(text)
+    except ValueError:  # UnsupportedSchemeError, or a URI its store cannot parse
+        identity = text
+    try:
+        identity.encode("utf-8")
+    except UnicodeEncodeError:  # a remote URI mis-decoded on its way here: escape the stray bytes
+        identity = quote(identity.encode("utf-8", "surrogateescape"), safe="".join(map(chr, range(33, 127))))
+    return identity
 
 
 def is_remote(uri: str | os.PathLike) -> bool:

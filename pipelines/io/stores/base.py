@@ -28,7 +28,7 @@ class ObjectInfo:
     """What a listing or a stat knows about one object."""
 
     uri: str
-    size: int
+    size: int  # -1 when unknown (an entry listed although it cannot be read, a server without Content-Length)
     etag: str | None = None
     #: the store's last-modified time (epoch seconds: the file's mtime, S3's LastModified) where the
     #: call saw it; what a lease compares instead of the writer's own clock. Not part of equality.
@@ -73,6 +73,18 @@ def has_suffix(name: str, suffixes: tuple[str, ...] | None) -> bool:
     return suffixes is None or name.lower().endswith(suffixes)
 
 
+def is_hidden(relative: str) -> bool:
+    """The one dotfile rule of every listing: skip an entry when its name, or a folder between the
+    listed location and it, starts with ``.``.
+
+    Such names are metadata and partial writes, not images (``.DS_Store``, ``._x.jpg``, ``.git/``,
+    our own ``.tmp-`` files), and a local folder and the S3 prefix it was synced to must list the
+    same inputs. ``relative`` is the path *below* the listed location, so a location that is itself
+    hidden (``~/.cache/imgs/``) still lists; an input named exactly, or by a manifest, is always read.
+    """
+    return any(part.startswith(".") for part in relative.split("/"))
+
+
 class Store(ABC):
     """One kind of location. Subclasses set :attr:`schemes` and implement the operations they support.
 
@@ -96,6 +108,15 @@ class Store(ABC):
     def _unsupported(self, operation: str, uri: str) -> UnsupportedOperationError:
         return UnsupportedOperationError(f"{type(self).__name__} cannot {operation} {uri!r}")
 
+    @classmethod
+    def identity(cls, uri: str) -> str:
+        """The one name of the input at ``uri``: every spelling of one object gives the same string.
+
+        Planning keys rows, deduplicates and decides what is done by it (:func:`pipelines.io.uri.input_identity`),
+        so two spellings of one file must never become two rows. Default: the URI as written.
+        """
+        return uri
+
     # ------------------------------------------------------------ reads
     @abstractmethod
     def read_object(self, uri: str) -> tuple[bytes, ObjectInfo]:
@@ -118,7 +139,7 @@ class Store(ABC):
     def list_objects(
         self, prefix: str, suffixes: Iterable[str] | None = None, page_size: int = 1000
     ) -> Iterator[ObjectInfo]:
-        """Stream every object under ``prefix`` in sorted key order (hidden and ``.tmp-`` files skipped).
+        """Stream every object under ``prefix`` in sorted key order (:func:`is_hidden` entries skipped).
 
         When ``prefix`` names one object itself, that object is listed whatever
         its suffix (it was asked for by name).

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import logging
 import os
 import tempfile
 from typing import Iterable, Iterator
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote, unquote_to_bytes, urlparse
 
 from ..errors import InputError
 from ..uri import ParsedURI
-from .base import ObjectInfo, PreconditionFailed, Store, has_suffix, normalize_suffixes
+from .base import ObjectInfo, PreconditionFailed, Store, has_suffix, is_hidden, normalize_suffixes
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,25 @@ class LocalStore(Store):
     def parse(cls, uri: str) -> ParsedURI:
         text = uri
         if text[:7].lower() == "file://":
-            text = unquote(urlparse(text).path)
+            # percent-escapes are bytes: ``%E9`` names the Latin-1 file its identity came from
+            text = os.fsdecode(unquote_to_bytes(urlparse(text).path))
         return ParsedURI("file", "", os.path.abspath(os.path.expanduser(text)))
+
+    @classmethod
+    def identity(cls, uri: str) -> str:
+        """The resolved real path: ``/./``, ``//``, ``file://`` and symlinks (to files or folders) name one file once.
+
+        A link that cannot be resolved (dangling, a loop) keeps its own name in its real folder, so it
+        still gets its one (error) row. A path that is not valid UTF-8 becomes a ``file://`` URI with
+        its bytes percent-escaped: readable again (:meth:`parse`), and never equal to another file's
+        identity, since every other local identity is a plain path and escapes are unambiguous.
+        """
+        path = real_path(cls.parse(uri).path)
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            return "file://" + quote(os.fsencode(path), safe="/")
+        return path
 
     def _path(self, uri: str) -> str:
         return self.parse(os.fspath(uri)).path
@@ -62,18 +80,27 @@ class LocalStore(Store):
                 st = os.fstat(f.fileno())
                 data = f.read()
         except FileNotFoundError:
+            path = self._path(uri)
+            if os.path.islink(path):
+                raise InputError(uri, "not_found", f"dangling symbolic link (to {os.readlink(path)!r})") from None
             raise InputError(uri, "not_found", "no such file") from None
         except IsADirectoryError:
             raise InputError(uri, "not_found", "is a directory, not a file") from None
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise InputError(uri, "not_found", "symbolic link loop") from None
             raise InputError(uri, "download_failed", f"cannot read: {exc}") from exc
         return data, ObjectInfo(uri, len(data), local_etag(st))
 
     def stat(self, uri: str) -> ObjectInfo | None:
         try:
             st = os.stat(self._path(uri))
-        except FileNotFoundError:
+        except FileNotFoundError:  # a dangling symlink included
             return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # a symlink loop: nothing there either
+                return None
+            raise
         return ObjectInfo(uri, st.st_size, local_etag(st), st.st_mtime)
 
     def exists(self, uri: str) -> bool:
@@ -88,19 +115,26 @@ class LocalStore(Store):
     ) -> Iterator[ObjectInfo]:
         """Recursive, sorted by name at each level, one directory held at a time.
 
-        Robust to what real trees contain: a dangling symlink or an entry that
-        cannot be read is skipped with a warning; a symlink loop is not
-        followed (each real directory is visited once); names that are not
-        valid UTF-8 are listed (surrogate-escaped, as ``os`` gives them).
+        Every entry with a matching name is listed once, readable or not: a dangling symlink,
+        a symlink loop or an entry that cannot be stat'ed is listed (size -1, no etag) so that
+        reading it gives its error row, with a warning here. A folder is walked once per real
+        directory (a folder symlink loop is not followed). Names that are not valid UTF-8 are
+        listed (surrogate-escaped, as ``os`` gives them). Hidden entries follow :func:`is_hidden`.
         """
         root = self._path(prefix)
         if os.path.isfile(root):
             st = os.stat(root)
             yield ObjectInfo(root, st.st_size, local_etag(st), st.st_mtime)
             return
-        yield from self._walk(root, normalize_suffixes(suffixes), set())
+        hidden = [0]
+        yield from self._walk(root, "", normalize_suffixes(suffixes), set(), hidden)
+        if hidden[0]:
+            log.warning("%s: skipped %d hidden entr%s (names starting with '.')", ascii(root), hidden[0],
+                        "y" if hidden[0] == 1 else "ies")
 
-    def _walk(self, directory: str, suffixes: tuple[str, ...] | None, visited: set[str]) -> Iterator[ObjectInfo]:
+    def _walk(
+        self, directory: str, relative: str, suffixes: tuple[str, ...] | None, visited: set[str], hidden: list[int]
+    ) -> Iterator[ObjectInfo]:
         try:
             real = os.path.realpath(directory)
         except OSError as exc:
@@ -119,17 +153,24 @@ class LocalStore(Store):
             log.warning("skipping directory %s: %s", ascii(directory), exc)
             return
         for entry in entries:
-            if entry.name.startswith("."):
+            below = f"{relative}{entry.name}"
+            if is_hidden(below):
+                hidden[0] += 1
                 continue
             try:
-                if entry.is_dir(follow_symlinks=True):
-                    yield from self._walk(entry.path, suffixes, visited)
-                    continue
-                if not has_suffix(entry.name, suffixes):
-                    continue
+                is_dir = entry.is_dir(follow_symlinks=True)
+            except OSError:  # a symlink loop: not a folder we can walk; listed below if its name matches
+                is_dir = False
+            if is_dir:
+                yield from self._walk(entry.path, f"{below}/", suffixes, visited, hidden)
+                continue
+            if not has_suffix(entry.name, suffixes):
+                continue
+            try:
                 st = entry.stat(follow_symlinks=True)
-            except OSError as exc:  # dangling symlink, permission denied, vanished meanwhile
-                log.warning("skipping %s: %s", ascii(entry.path), exc)
+            except OSError as exc:  # dangling symlink, loop, permission denied, vanished meanwhile
+                log.warning("listing %s although it cannot be read (its row says why): %s", ascii(entry.path), exc)
+                yield ObjectInfo(entry.path, -1, None)
                 continue
             yield ObjectInfo(entry.path, st.st_size, local_etag(st), st.st_mtime)
 
@@ -139,7 +180,7 @@ class LocalStore(Store):
                 names = []
                 for e in it:
                     try:
-                        if e.is_dir() and not e.name.startswith("."):
+                        if e.is_dir() and not is_hidden(e.name):
                             names.append(e.name)
                     except OSError as exc:
                         log.warning("skipping %s: %s", ascii(e.path), exc)
@@ -207,6 +248,16 @@ class LocalStore(Store):
             finally:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
         return content_etag(data)
+
+
+def real_path(path: str) -> str:
+    """``path`` with every symlink resolved; a link that does not resolve (dangling, a loop) is kept
+    by its own name in its parent's real folder (the one thing that identifies it)."""
+    try:
+        return os.path.realpath(path, strict=True)
+    except OSError:
+        head, tail = os.path.split(path)
+        return os.path.join(os.path.realpath(head), tail)
 
 
 def content_etag(data: bytes) -> str:

@@ -16,6 +16,7 @@ when trying again later could succeed.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -24,7 +25,9 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from ..errors import InputError
 from ..uri import ParsedURI
-from .base import ObjectInfo, PreconditionFailed, Store, has_suffix, normalize_suffixes
+from .base import ObjectInfo, PreconditionFailed, Store, has_suffix, is_hidden, normalize_suffixes
+
+log = logging.getLogger(__name__)
 
 #: botocore's per-request attempts (adaptive mode: throttling and 5xx)
 S3_MAX_ATTEMPTS = 8
@@ -174,6 +177,13 @@ class S3Store(Store):
             raise ValueError(f"s3 URI without a bucket: {uri!r}")
         return ParsedURI("s3", bucket, key)
 
+    @classmethod
+    def identity(cls, uri: str) -> str:
+        """``s3://bucket/key`` (the scheme lower-cased); the key is kept byte for byte, since S3 keys
+        are literal names: ``a//b.jpg`` and ``a/./b.jpg`` are other objects than ``a/b.jpg``."""
+        parsed = cls.parse(uri)
+        return f"s3://{parsed.bucket}/{parsed.path}"
+
     def client(self):
         """A boto3 S3 client for these settings, shared across threads (boto3 clients are thread-safe)."""
         import boto3
@@ -247,16 +257,22 @@ class S3Store(Store):
             key_prefix += "/"
         paginator = self.client().get_paginator("list_objects_v2")
         pages = paginator.paginate(Bucket=parsed.bucket, Prefix=key_prefix, PaginationConfig={"PageSize": page_size})
+        hidden = 0
         for page in pages:
             for item in page.get("Contents", []):
                 key = item["Key"]
                 if not (key_prefix and key == key_prefix):  # an object named exactly is always listed
                     whole = not key_prefix or key_prefix.endswith("/")
                     below = key[len(key_prefix) :] if whole else key.rsplit("/", 1)[-1]
-                    if not has_suffix(key, sfx) or any(part.startswith(".") for part in below.split("/")):
-                        continue  # hidden files and folders are skipped, as locally
+                    if not has_suffix(key, sfx):
+                        continue
+                    if is_hidden(below):  # the same rule as local folders
+                        hidden += 1
+                        continue
                 yield ObjectInfo(f"s3://{parsed.bucket}/{key}", int(item["Size"]), item.get("ETag", "").strip('"') or None,
                                  _epoch(item.get("LastModified")))
+        if hidden:
+            log.warning("%s: skipped %d hidden object%s (names starting with '.')", prefix, hidden, "" if hidden == 1 else "s")
 
     def list_children(self, prefix: str) -> Iterator[str]:
         parsed = self.parse(prefix)
@@ -265,7 +281,7 @@ class S3Store(Store):
         for page in paginator.paginate(Bucket=parsed.bucket, Prefix=key_prefix, Delimiter="/"):
             for common in page.get("CommonPrefixes", []):
                 name = common["Prefix"][len(key_prefix) :].rstrip("/")
-                if name and not name.startswith("."):
+                if name and not is_hidden(name):
                     yield name
 
     # ------------------------------------------------------------ writes
