@@ -17,7 +17,9 @@ process are bounded by ``PXFLOW_MAX_PIXELS_IN_FLIGHT`` (default 200 M pixels,
 about 600 MB of BGR; ``0``: no bound). Each input reserves its width x height from
 its header before it is decoded and gives it back once its result is yielded;
 see :mod:`pxflow.pipelines.prefetch` for when the bound may be exceeded (an
-image larger than it runs alone rather than never).
+image larger than it runs alone rather than never). ``admitted=True`` says the
+caller already holds its arrays' pixels in that budget (``pxflow serve``): they are
+not counted a second time, which could otherwise wait for the caller's own pixels.
 """
 
 from __future__ import annotations
@@ -158,11 +160,14 @@ class BasePipeline(ABC):
         return self.validate_kwargs(**kwargs)
 
     # -- the shared loop ---------------------------------------------------------------
-    def predict(self, input: Any, on_error: str = "yield", storage: Any = None, **kwargs: Any) -> Iterator[BaseResult]:
+    def predict(
+        self, input: Any, on_error: str = "yield", storage: Any = None, *, admitted: bool = False, **kwargs: Any
+    ) -> Iterator[BaseResult]:
         """Yield one result per input image, in order. See the module docstring.
 
         ``storage`` (a :class:`pxflow.pipelines.io.storage.Storage`) reads the inputs; None
-        uses the one configured from the environment.
+        uses the one configured from the environment. ``admitted``: the arrays given are
+        already counted in the pixel budget by the caller (:func:`pxflow.pipelines.prefetch.admit`).
         """
         if on_error not in ("yield", "raise"):
             raise ValueError("on_error must be 'yield' or 'raise'")
@@ -179,7 +184,8 @@ class BasePipeline(ABC):
                 # the reservation is taken from the header, before any pixel is decoded
                 with on_header(lambda header: reservation.acquire(header.width * header.height)):
                     image = item.load()
-                reservation.acquire(image.shape[0] * image.shape[1])  # arrays and PDF pages: once loaded
+                # arrays and PDF pages: once loaded (arrays the caller admitted are counted already)
+                reservation.acquire(0 if admitted and item.array is not None else image.shape[0] * image.shape[1])
                 return Prepared(item, index, image, self.prepare(image, item, **kwargs))
             except BaseException:
                 reservation.release()

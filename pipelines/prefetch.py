@@ -24,7 +24,10 @@ the input a call's consumer is waiting for, when no other call holding pixels
 can make progress (every such call is itself waiting for the budget, or has
 been suspended at a ``yield`` for :data:`STALL_GRACE_S`, e.g. two ``predict()``
 generators zipped in one thread). Arrays given by the caller and PDF pages are
-counted once loaded (their size is unknown before).
+counted once loaded (their size is unknown before), unless the caller says it
+already holds them in the budget (``predict(..., admitted=True)``: ``pxflow serve``
+admits each request's pixels with :func:`admit`, from the image headers, before it
+decodes them, and must not count them twice).
 """
 
 from __future__ import annotations
@@ -121,6 +124,10 @@ class BudgetClosed(RuntimeError):
     """A reservation of a ``predict()`` call that has ended (its generator was closed or failed)."""
 
 
+class BudgetTimeout(TimeoutError):
+    """No room in the budget within the caller's bounded wait (:meth:`Reservation.acquire` with a timeout)."""
+
+
 class PixelBudget:
     """Decoded pixels in flight across every ``predict()`` call of the process; see the module docstring.
 
@@ -192,7 +199,7 @@ class PixelBudget:
         return True
 
     def _grant(self, res: "Reservation", pixels: int) -> None:
-        if self.limit is not None and self.in_flight + pixels > self.limit and self.in_flight:
+        if pixels and self.limit is not None and self.in_flight + pixels > self.limit and self.in_flight:
             self.overflows += 1
         res.pixels = pixels
         res.granted = True
@@ -271,12 +278,21 @@ class Reservation:
                 self.urgent = True
                 budget._cond.notify_all()
 
-    def acquire(self, pixels: int) -> None:
-        """Wait for this input's turn and for room for ``pixels``; raises :class:`BudgetClosed` if the call ended."""
+    def acquire(self, pixels: int, timeout: float | None = None) -> None:
+        """Wait for this input's turn and for room for ``pixels``; raises :class:`BudgetClosed` if the call ended.
+
+        ``timeout`` (seconds; 0: try once) bounds the wait with :class:`BudgetTimeout`: a server
+        answers "busy" rather than queueing without end. Zero pixels (an input its caller already
+        holds in the budget) never wait: they cannot push the budget over.
+        """
         session, budget = self.session, self.session.budget
         pixels = max(0, int(pixels))
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         with budget._cond:
             if self.granted:
+                return
+            if pixels == 0 and not (session.closed or self.released):
+                budget._grant(self, 0)
                 return
             queued = False
             try:
@@ -296,7 +312,13 @@ class Reservation:
                         queued = True
                         budget._cond.notify_all()
                         continue
-                    budget._cond.wait(timeout=STALL_GRACE_S / 4)
+                    wait = STALL_GRACE_S / 4
+                    if deadline is not None:
+                        wait = min(wait, deadline - time.monotonic())
+                        if wait <= 0:
+                            raise BudgetTimeout(f"no room for {pixels} pixels within {timeout:g} s "
+                                                f"({budget.in_flight} of {budget.limit} in flight)")
+                    budget._cond.wait(timeout=wait)
             finally:
                 if queued:
                     budget._waiting.remove(self)
@@ -330,3 +352,22 @@ _BUDGET = PixelBudget()
 def pixel_budget() -> PixelBudget:
     """The process-wide budget every ``predict()`` call shares."""
     return _BUDGET
+
+
+def admit(pixels: int, limit: int | None, timeout: float = 0.0) -> BudgetSession:
+    """Hold ``pixels`` of the process budget outside any ``predict()`` call, waiting at most ``timeout``.
+
+    For callers that size their inputs from the headers themselves and decode them before
+    calling ``predict(..., admitted=True)`` (``pxflow serve``). The reservation is not urgent:
+    it never exceeds the budget (except, as any input, when nothing else is in flight), so a
+    caller that must stay under the limit refuses inputs larger than it first. ``limit``
+    becomes the process's limit, as a ``predict()`` call's does. Close the returned session
+    to give the pixels back; on :class:`BudgetTimeout` nothing is held.
+    """
+    session = _BUDGET.session(limit or 0)
+    try:
+        session.reserve().acquire(pixels, timeout=timeout)
+    except BaseException:
+        session.close()
+        raise
+    return session

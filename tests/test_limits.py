@@ -356,3 +356,45 @@ def test_predict_rejects_a_bad_threshold_before_reading_any_input():
     with pytest.raises(ValueError, match=r"threshold must be in \[0, 1\], got 5"):
         next(pipe.predict(inputs(), threshold=5))
     assert read == []
+
+
+# ---------------------------------------------------------------- admission outside predict() (pxflow serve)
+
+def test_admit_waits_a_bounded_time_and_holds_nothing_when_refused(monkeypatch):
+    from pxflow.pipelines.prefetch import BudgetTimeout, admit
+
+    monkeypatch.setenv("PXFLOW_MAX_PIXELS_IN_FLIGHT", str(BUDGET))
+    budget = _fresh_budget()
+    first = admit(PIXELS * 2, BUDGET)  # 72 M of 100 M
+    try:
+        assert budget.in_flight == PIXELS * 2
+        started = time.monotonic()
+        with pytest.raises(BudgetTimeout):
+            admit(PIXELS, BUDGET, timeout=0.3)  # 108 M would not fit: refused, not queued without end
+        assert time.monotonic() - started < 5
+        assert budget.in_flight == PIXELS * 2 and budget.overflows == 0  # the refused one holds nothing
+        second = admit(BUDGET - PIXELS * 2, BUDGET)  # what is left fits
+        second.close()
+    finally:
+        first.close()
+    assert budget.in_flight == 0
+    admit(PIXELS, BUDGET).close()  # room again once given back
+
+
+def test_predict_does_not_count_admitted_arrays_twice(monkeypatch):
+    """The server holds a request's pixels and hands predict() the decoded arrays: counting them again
+    would wait for the server's own pixels (the budget is full of them) until the request times out."""
+    from pxflow.pipelines.prefetch import admit
+
+    monkeypatch.setenv("PXFLOW_MAX_PIXELS_IN_FLIGHT", str(BUDGET))
+    budget = _fresh_budget()
+    arrays = [np.full((600, 600, 3), i, np.uint8) for i in range(3)]
+    held = admit(BUDGET, BUDGET)  # the whole budget, as admitted requests would hold it
+    try:
+        pipe = CornerColour({"Pxflow": {"load_workers": 2, "prefetch": 4}}, delay=0.01)
+        got = _finishes(lambda: [r["bgr"] for r in pipe.predict(arrays, admitted=True)], timeout=30)
+        assert got == [[i, i, i] for i in range(3)]
+        assert budget.in_flight == BUDGET and budget.overflows == 0  # nothing counted beyond the admission
+    finally:
+        held.close()
+    assert budget.in_flight == 0

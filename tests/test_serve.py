@@ -102,11 +102,15 @@ def coco_images(n: int) -> list[Path]:
 
 # ---------------------------------------------------------------- object detection (real PicoDet-XS)
 
+#: det_server's pixel budget: one 4000 x 4000 request (2 units per pixel without visualisation) fits, two do not
+STORM_BUDGET = 60_000_000
+
 @pytest.fixture(scope="module")
 def det_server(tmp_path_factory):
     require_shared()
     srv = Server(["--pipeline", "object_detection", "--model-dir", str(PICODET_ONNX), "--max-body-mb", "2",
-                  "--allow-fetch-from", "127.0.0.2", "--fetch-timeout", "1"], tmp_path_factory.mktemp("det"))
+                  "--allow-fetch-from", "127.0.0.2", "--fetch-timeout", "1",
+                  "--max-pixels-in-flight", str(STORM_BUDGET), "--admission_timeout", "0"], tmp_path_factory.mktemp("det"))
     yield srv
     srv.stop()
 
@@ -238,6 +242,77 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(det_server):
     assert det_server.client.get("/ready").json()["ready"] is True
 
 
+def zeros_png(side: int) -> bytes:
+    """A side x side PNG of zeros: huge when decoded, a few hundred KB as a file."""
+    ok, buf = cv2.imencode(".png", np.zeros((side, side), np.uint8))
+    assert ok
+    return buf.tobytes()
+
+
+def metric(text: str, name: str) -> float:
+    return float(next(line for line in text.splitlines() if line.startswith(name + " ")).split()[-1])
+
+
+def test_pixel_storms_are_refused_and_rss_stays_under_the_stated_bound(det_server):
+    """Eight 14000 x 14000 PNGs at once (each under the 200 M per-image limit): 413 from their headers, nothing
+    decoded; eight 4000 x 4000 at once: the budget admits what fits and answers 503 to the rest. The server's
+    RSS, sampled throughout, stays under the bound /metrics states, and it serves normally afterwards."""
+    psutil = pytest.importorskip("psutil")
+    huge, big = b64(zeros_png(14000)), b64(zeros_png(4000))
+    assert len(huge) < 1024 * 1024
+    first = det_server.client.get("/metrics").text
+    bound = metric(first, "pxflow_serve_memory_bound_bytes")
+    assert metric(first, "pxflow_serve_pixels_in_flight_limit") == STORM_BUDGET
+    process = psutil.Process(det_server.proc.pid)
+    samples: dict[str, list[float]] = {"rss": [], "in_flight": []}
+    stop = threading.Event()
+
+    def sample():
+        with httpx.Client(base_url=det_server.url, timeout=30, trust_env=False) as c:
+            while not stop.is_set():
+                samples["rss"].append(process.memory_info().rss)
+                samples["in_flight"].append(metric(c.get("/metrics").text, "pxflow_serve_pixels_in_flight"))
+                time.sleep(0.02)
+
+    def storm(image: str) -> list[httpx.Response]:
+        go = threading.Barrier(8)
+        out: list[httpx.Response] = []
+
+        def one():
+            with httpx.Client(base_url=det_server.url, timeout=120, trust_env=False) as c:
+                go.wait()
+                out.append(c.post("/object-detection", json={"image": image, "visualize": False}))
+
+        threads = [threading.Thread(target=one) for _ in range(8)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        return out
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        for resp in storm(huge):
+            assert_error(resp, 413, "--max-request-pixels")
+        big_answers = storm(big)
+    finally:
+        stop.set()
+        sampler.join()
+    statuses = sorted(r.status_code for r in big_answers)
+    assert set(statuses) <= {200, 503} and statuses[0] == 200 and statuses[-1] == 503, statuses
+    for resp in big_answers:
+        if resp.status_code == 503:
+            assert_error(resp, 503, "--max-pixels-in-flight")
+        else:
+            assert ok_result(resp)["image"] is None
+    assert samples["rss"] and max(samples["rss"]) < bound, (max(samples["rss"]), bound)
+    assert max(samples["in_flight"]) <= STORM_BUDGET
+    assert det_server.healthy()
+    assert ok_result(det_server.post("/object-detection", {"image": b64(coco_images(1)[0])}))["detectedObjects"]
+    after = det_server.client.get("/metrics").text
+    assert metric(after, "pxflow_serve_pixels_in_flight") == 0
+    assert metric(after, "pxflow_serve_peak_rss_bytes") < bound
+
+
 def test_small_object_detection(tmp_path):
     require_shared()
     srv = Server(["--pipeline", "small_object_detection", "--model-dir", str(PICODET_ONNX)], tmp_path)
@@ -313,6 +388,13 @@ def test_open_vocabulary_segmentation(tmp_path, seg_models, seg_images):  # noqa
         assert_error(srv.post("/open-vocabulary-segmentation",
                               {"image": b64(seg_images["a"]), "promptType": "text", "prompt": [[1, 2]]}), 422, "promptType")
         assert srv.healthy()
+        # 10 000 prompts in a small body (a full-image mask each): refused before the image is read
+        storm = [[1, 1, 50 + i % 100, 50 + i % 60] for i in range(10_000)]
+        assert_error(srv.post("/open-vocabulary-segmentation", {"image": b64(seg_images["a"]), "promptType": "box",
+                                                                "prompt": storm}), 413, "--max-prompts")
+        assert srv.healthy()
+        assert len(ok_result(srv.post("/open-vocabulary-segmentation",
+                                      {"image": b64(seg_images["a"]), "promptType": "box", "prompt": boxes}))["masks"]) == 2
     finally:
         srv.stop()
 
@@ -398,6 +480,10 @@ def test_shitu_index_lifecycle_and_concurrent_append(tmp_path, shitu_pipeline): 
         pinned = ok_result(srv.post("/shitu-infer", {"image": b64(query), "indexKey": f"{key}@v000001", "visualize": False}))
         assert pinned["image"] is None and pinned["detectedObjects"]
 
+        # topk 1e9 on a small index: faiss would allocate 1e9 results per query; refused before decoding
+        assert_error(srv.post("/shitu-infer", {"image": b64(query), "indexKey": key, "topk": 10**9}), 422, "--max-topk")
+        assert ok_result(srv.post("/shitu-infer", {"image": b64(query), "indexKey": key, "topk": 1000,
+                                                   "visualize": False}))["detectedObjects"]
         assert_error(srv.post("/shitu-infer", {"image": b64(query), "indexKey": "no-such-index"}), 404, "unknown")
         assert_error(srv.post("/shitu-infer", {"image": b64(query), "indexKey": "../etc"}), 422, "indexKey")
         assert_error(srv.post("/shitu-infer", {"image": b64(query), "indexKey": f"{key}@v000099"}), 404, "v000099")

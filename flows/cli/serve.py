@@ -8,9 +8,31 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from pxflow.pipelines.models.backends import backend_names
+
+
+def _at_least_one(text: str) -> int:
+    """A cap given on the command line: a whole number >= 1 (``1e6`` accepted), else a usage error (exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if not value.is_integer() or value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(value)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="addresses/hosts image URLs may point at even when private or loopback (repeatable, or comma-separated)")
     p.add_argument("--fetch-timeout", type=float, default=10.0, help="seconds for connecting to / reading an image URL")
     p.add_argument("--request-timeout", type=float, default=60.0, help="seconds a request may wait for inference")
+    p.add_argument("--max-topk", "--max_topk", dest="max_topk", type=_at_least_one, default=1000,
+                   help="largest topk of /shitu-infer (above: 422)")
+    p.add_argument("--max-prompts", "--max_prompts", dest="max_prompts", type=_at_least_one, default=256,
+                   help="most prompts per /open-vocabulary-segmentation request (above: 413)")
+    p.add_argument("--max-request-pixels", "--max_request_pixels", dest="max_request_pixels", type=_at_least_one,
+                   default=None, help="decoded pixels of one request, summed over its images, read from their headers "
+                                      "(above: 413; default and maximum: --max-pixels-in-flight)")
+    p.add_argument("--max-pixels-in-flight", "--max_pixels_in_flight", dest="max_pixels_in_flight", type=_at_least_one,
+                   default=None, help="pixel units (decoded BGR pixels, 3 bytes) all requests may hold at once "
+                                      "(default PXFLOW_MAX_PIXELS_IN_FLIGHT or 200M; sets it for predict() too)")
+    p.add_argument("--admission-timeout", "--admission_timeout", dest="admission_timeout", type=_seconds, default=10.0,
+                   help="seconds a request waits for room in the pixel budget before 503")
     p.add_argument("--no-visualize", dest="visualize", action="store_false", help="leave result.image null")
     p.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip the warm-up inference")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
@@ -47,7 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    parser = build_parser()
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    from pxflow.pipelines.prefetch import DEFAULT_MAX_PIXELS_IN_FLIGHT, max_pixels_in_flight
+
+    try:
+        in_flight = args.max_pixels_in_flight or max_pixels_in_flight() or DEFAULT_MAX_PIXELS_IN_FLIGHT
+    except ValueError as exc:  # a bad PXFLOW_MAX_PIXELS_IN_FLIGHT
+        parser.error(str(exc))
+    if args.max_request_pixels is not None and args.max_request_pixels > in_flight:
+        parser.error(f"--max-request-pixels ({args.max_request_pixels}) exceeds --max-pixels-in-flight ({in_flight}): "
+                     "such a request could never be admitted")
+    # predict() reads its budget from the environment at each call: the server's requests share that one budget
+    os.environ["PXFLOW_MAX_PIXELS_IN_FLIGHT"] = str(in_flight)
     from pxflow.pipelines.config import load_config
     from pxflow.pipelines.io.images import max_image_pixels
     from pxflow.pipelines.overrides import apply_overrides
@@ -71,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         max_image_pixels=args.max_image_pixels or max_image_pixels(),
         fetch_timeout_s=args.fetch_timeout, request_timeout_s=args.request_timeout,
-        max_queue=args.max_queue, allow_fetch_from=allow,
+        max_queue=args.max_queue, allow_fetch_from=allow, max_topk=args.max_topk, max_prompts=args.max_prompts,
+        max_request_pixels=args.max_request_pixels, max_pixels_in_flight=in_flight,
+        admission_timeout_s=args.admission_timeout,
     )
     options = ServeOptions(
         limits=limits, visualize=args.visualize, max_batch=args.max_batch, window_ms=args.batch_window_ms,
@@ -83,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"pxflow serve: {config['pipeline_name']} on http://{args.host}:{args.port} ({', '.join(endpoints)})", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.log_level == "debug",
-                timeout_keep_alive=5, limit_concurrency=max(64, args.max_queue + 32))
+                timeout_keep_alive=5, limit_concurrency=limits.max_concurrency)
     return 0
 
 

@@ -2,7 +2,8 @@
 
 :func:`create_app` builds the ASGI app for one pipeline object; :mod:`.limits` holds the
 production limits (body and pixel size, SSRF-safe URL fetching, timeouts) and
-:mod:`.batching` the per-model micro-batcher. See docs/serving.md.
+:mod:`.batching` the per-model micro-batcher, :mod:`.admission` the per-request pixel admission
+into the process pixel budget and the memory bound. See docs/serving.md.
 """
 
 from .app import ENDPOINTS, ServeOptions, create_app, endpoints_for

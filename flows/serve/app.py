@@ -6,6 +6,10 @@ API returns exactly the boxes ``predict()`` and ``annotate`` produce. PP-ShiTu i
 versioned indexes under ``index_root`` (:class:`pxflow.pipelines.retrieval.versions.IndexRepo`):
 build publishes a new name, add/remove publish new versions through the same compare-and-swap
 as the index flows, infer reads CURRENT (or ``name@v000003``); nothing lives only in memory.
+
+Memory: each request is capped (``topk``, prompts, pixels from its image headers) and admitted
+into the process's pixel budget before it decodes anything (:mod:`.admission`); ``/metrics``
+shows the pixels in flight and the memory bound that follows.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import json
 import logging
 import time
 import uuid
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
@@ -27,14 +31,16 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pxflow.pipelines.prefetch import max_pixels_in_flight, pixel_budget
 from pxflow.pipelines.retrieval.index_data import IndexData
 from pxflow.pipelines.retrieval.versions import (
     IndexRepo, NothingToChange, VersionError, check_name, split_spec, version_number,
 )
 
 from . import schemas
+from .admission import admit_request, check_request, memory_bound, peak_rss_bytes, request_units
 from .batching import MicroBatcher, Overloaded
-from .limits import ApiError, Limits, load_image
+from .limits import ApiError, Limits, decode_checked, image_bytes, image_pixels
 
 log = logging.getLogger("pxflow.serve")
 
@@ -108,6 +114,14 @@ class _Metrics:
         self.batch = prom.Histogram("pxflow_serve_batch_size", "images per model call", registry=self.registry,
                                     buckets=(1, 2, 4, 8, 16, 32, 64))
         self.queued = prom.Gauge("pxflow_serve_queued", "requests waiting for the model", registry=self.registry)
+        self.pixels = prom.Gauge("pxflow_serve_pixels_in_flight", "pixel units (decoded BGR pixels) held now by "
+                                 "requests and predict() calls", registry=self.registry)
+        self.pixels_limit = prom.Gauge("pxflow_serve_pixels_in_flight_limit", "the pixel budget (--max-pixels-in-flight)",
+                                       registry=self.registry)
+        self.bound = prom.Gauge("pxflow_serve_memory_bound_bytes", "resident memory the server keeps under: "
+                                "warm-up peak RSS + 3 bytes x the pixel budget + request bodies", registry=self.registry)
+        self.rss = prom.Gauge("pxflow_serve_peak_rss_bytes", "peak resident memory of the process so far",
+                              registry=self.registry)
 
     def observe(self, endpoint: str, status: int, seconds: float) -> None:
         if self.registry is not None:
@@ -129,17 +143,22 @@ def create_app(pipeline: Any, options: ServeOptions | None = None) -> FastAPI:
     """The FastAPI app serving ``pipeline`` (a pxflow pipeline object, already built)."""
     options = options or ServeOptions()
     limits = options.limits
+    if (max_pixels_in_flight() or 0) != limits.max_pixels_in_flight:
+        # predict() sets the process budget's limit from the environment at each call: both must agree
+        raise ValueError(f"PXFLOW_MAX_PIXELS_IN_FLIGHT ({max_pixels_in_flight() or 'no limit'}) differs from the "
+                         f"server's max_pixels_in_flight ({limits.max_pixels_in_flight}): set it to the same number "
+                         "(pxflow serve --max-pixels-in-flight sets both)")
     name = pipeline.pipeline_name
     routes = endpoints_for(name)
     metrics = _Metrics()
-    state: dict[str, Any] = {"ready": False, "warmup_error": None}
+    state: dict[str, Any] = {"ready": False, "warmup_error": None, "memory_bound": None}
 
     def run_batch(key: str, items: list[tuple[np.ndarray, dict[str, Any]]]) -> list[Any]:
         # every item of a batch has the same options (the key is their JSON form)
         arrays, kwargs = [array for array, _ in items], items[0][1]
         out: list[Any] = []
         try:
-            results = list(pipeline.predict(arrays, **kwargs))
+            results = list(pipeline.predict(arrays, admitted=True, **kwargs))  # the request holds their pixels
         except (ValueError, TypeError, VersionError) as exc:
             raise ApiError(422, str(exc)) from None
         for res in results:
@@ -157,6 +176,7 @@ def create_app(pipeline: Any, options: ServeOptions | None = None) -> FastAPI:
     index_ops = asyncio.Semaphore(max(1, options.workers))
 
     def warm_up() -> None:
+        # a full micro-batch of blanks: the runtime's arenas reach their batched size before the baseline is taken
         blank = np.full((64, 64, 3), 127, np.uint8)
         if name == "open_vocabulary_segmentation":
             kinds = [k for k in ("box", "point") if k in getattr(pipeline, "models", {"box": 1})]
@@ -167,7 +187,7 @@ def create_app(pipeline: Any, options: ServeOptions | None = None) -> FastAPI:
             pipeline.feature_dim()
             pipeline.det_model.infer([pipeline.det_model.preprocess(blank)])
         else:
-            list(pipeline.predict([blank]))
+            list(pipeline.predict([blank] * options.max_batch))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -185,6 +205,10 @@ def create_app(pipeline: Any, options: ServeOptions | None = None) -> FastAPI:
                 state["warmup_error"] = f"{type(exc).__name__}: {exc}"
                 log.error("warm-up failed: %s", state["warmup_error"])
         state["ready"] = state["warmup_error"] is None
+        # what the model costs (weights, arenas, libraries) is measured, the rest follows from the limits
+        state["memory_bound"] = memory_bound(peak_rss_bytes(), limits)
+        log.info("memory bound %.0f MB (pixel budget %d, bodies %d x %d bytes)", state["memory_bound"] / 2**20,
+                 limits.max_pixels_in_flight, limits.max_concurrency, limits.max_body_bytes)
         try:
             yield
         finally:
@@ -228,15 +252,18 @@ def create_app(pipeline: Any, options: ServeOptions | None = None) -> FastAPI:
             raise ApiError(400, f"the request body is not valid JSON ({exc})") from None
 
     def route(path: str):
-        def register(handler: Callable[[Any, str], Awaitable[dict[str, Any]]]):
+        def register(handler: Callable[[Any, str, AsyncExitStack], Awaitable[dict[str, Any]]]):
             async def endpoint(request: Request):
                 log_id = schemas.new_log_id()
                 started = time.perf_counter()
                 status = 200
                 try:
-                    payload = await read_json(request)
-                    result = await handler(payload, log_id)
-                    response = _Json(schemas.ok(result, log_id))
+                    # the stack holds the request's pixels until its response is rendered
+                    async with AsyncExitStack() as held:
+                        payload = await read_json(request)
+                        result = await handler(payload, log_id, held)
+                        response = _Json(schemas.ok(result, log_id))
+                        del result
                 except ApiError as exc:
                     status = exc.status
                     response = envelope(exc.status, exc.message, log_id)
@@ -255,10 +282,23 @@ def create_app(pipeline: Any, options: ServeOptions | None = None) -> FastAPI:
 
         return register
 
-    async def infer_one(image: Any, kwargs: dict[str, Any]):
-        """Decode (announced to the batcher, so concurrent requests share a model call), then predict."""
+    async def admit(held: AsyncExitStack, pixels: list[int], *, visualize: bool = False, prompts: int = 0) -> None:
+        """Check the request's caps and hold its pixel units (until ``held`` closes) before anything is decoded."""
+        units = request_units(pixels, visualize=visualize, prompts=prompts)
+        check_request(pixels, units, limits)
+        held.callback((await admit_request(units, limits)).close)
+
+    def visualizing(visualize: bool | None) -> bool:
+        return options.visualize if visualize is None else bool(visualize)
+
+    async def infer_one(image: Any, kwargs: dict[str, Any], held: AsyncExitStack, *, visualize: bool | None,
+                        prompts: int = 0):
+        """Size from the header, admit, decode (announced to the batcher, so concurrent requests share a call), predict."""
         with batcher.announce() as announcement:
-            array, _ = await load_image(image, limits, state["client"])
+            data = await image_bytes(image, limits, state["client"])
+            await admit(held, [image_pixels(data, limits)], visualize=visualizing(visualize), prompts=prompts)
+            array = await asyncio.to_thread(decode_checked, data, limits)
+            del data
             announcement.done()
             key = json.dumps(kwargs, sort_keys=True, default=str)
             try:
@@ -267,7 +307,7 @@ def create_app(pipeline: Any, options: ServeOptions | None = None) -> FastAPI:
                 raise ApiError(504, f"inference did not finish within {limits.request_timeout_s:g} s") from None
 
     async def picture(result, visualize: bool | None) -> str | None:
-        if not (options.visualize if visualize is None else visualize):
+        if not visualizing(visualize):
             return None
         return await asyncio.to_thread(_jpeg_base64, result, options.jpeg_quality)
 
@@ -282,18 +322,23 @@ def create_app(pipeline: Any, options: ServeOptions | None = None) -> FastAPI:
         request_schema, result_key, to_json = thresholded[name]
 
         @route(ENDPOINTS[name])
-        async def _thresholded(payload, log_id):
+        async def _thresholded(payload, log_id, held):
             req = schemas.parse(request_schema, payload)
-            res = await infer_one(req.image, {} if req.threshold is None else {"threshold": req.threshold})
+            res = await infer_one(req.image, {} if req.threshold is None else {"threshold": req.threshold}, held,
+                                  visualize=req.visualize)
             return {result_key: to_json(res), "image": await picture(res, req.visualize)}
 
     if name == "open_vocabulary_segmentation":
         @route(ENDPOINTS[name])
-        async def _sam(payload, log_id):
+        async def _sam(payload, log_id, held):
             req = schemas.parse(schemas.OpenVocabularySegmentationRequest, payload)
             if not req.prompt:
                 raise ApiError(422, "prompt: needs at least one prompt ([[x1, y1, x2, y2], ...] or [[x, y], ...])")
-            res = await infer_one(req.image, {"prompt_type": req.kind, "prompt": req.prompt})
+            if len(req.prompt) > limits.max_prompts:
+                raise ApiError(413, f"prompt: {len(req.prompt)} prompts, over the limit of {limits.max_prompts} per request "
+                                    "(each is a full-image mask; raise it with --max-prompts)")
+            res = await infer_one(req.image, {"prompt_type": req.kind, "prompt": req.prompt}, held,
+                                  visualize=req.visualize, prompts=len(req.prompt))
             masks, infos = schemas.sam_masks(res)
             # PaddleX's schema module names the list mask_infos, its documents maskInfos: both are sent
             return {"masks": masks, "maskInfos": infos, "mask_infos": infos, "image": await picture(res, req.visualize)}
@@ -324,18 +369,22 @@ def create_app(pipeline: Any, options: ServeOptions | None = None) -> FastAPI:
             data = IndexData.load(repo.version_dir(manifest["version"]), storage=repo.storage)
             return {str(k): str(v) for k, v in sorted(data.id_map.items())}
 
-        async def gallery(pairs) -> tuple[np.ndarray, list[str], list[dict[str, Any]]]:
+        async def gallery(pairs, held: AsyncExitStack) -> tuple[np.ndarray, list[str], list[dict[str, Any]]]:
             if len(pairs) > limits.max_pairs:
                 raise ApiError(413, f"imageLabelPairs: {len(pairs)} pairs exceed the limit of {limits.max_pairs}")
-            loaded = []
-            for i, pair in enumerate(pairs):  # sequential: bounds memory and fetches per request
-                loaded.append(await load_image(pair.image, limits, state["client"], what=f"imageLabelPairs.{i}.image"))
+            what = [f"imageLabelPairs.{i}.image" for i in range(len(pairs))]
+            raw = []
+            for i, pair in enumerate(pairs):  # sequential: bounds fetches per request
+                raw.append(await image_bytes(pair.image, limits, state["client"], what=what[i]))
+            await admit(held, [image_pixels(data, limits, w) for data, w in zip(raw, what)])  # the sum over the pairs
+            arrays = [await asyncio.to_thread(decode_checked, data, limits, w) for data, w in zip(raw, what)]
+            entries = [{"sha256": hashlib.sha256(data).hexdigest()} for data in raw]
+            del raw
             labels = [p.label for p in pairs]
             async with index_ops:
-                features, kept, skipped = await asyncio.to_thread(pipeline.embed_gallery, [a for a, _ in loaded], labels)
+                features, kept, skipped = await asyncio.to_thread(pipeline.embed_gallery, arrays, labels)
             if skipped:
                 raise ApiError(422, f"imageLabelPairs: {skipped[0]['error_type']}: {skipped[0]['message']}")
-            entries = [{"sha256": hashlib.sha256(raw).hexdigest()} for _, raw in loaded]
             return features, kept, entries
 
         async def publish(fn, *args, **kwargs) -> dict[str, Any]:
@@ -348,11 +397,11 @@ def create_app(pipeline: Any, options: ServeOptions | None = None) -> FastAPI:
                 raise ApiError(409, str(exc)) from None
 
         @route("/shitu-index-build")
-        async def _build(payload, log_id):
+        async def _build(payload, log_id, held):
             req = schemas.parse(schemas.BuildIndexRequest, payload)
             if not options.index_root:
                 raise ApiError(503, "this server was started without --index-root: it cannot build indexes")
-            features, labels, entries = await gallery(req.imageLabelPairs)
+            features, labels, entries = await gallery(req.imageLabelPairs, held)
             key = "idx-" + uuid.uuid4().hex[:20]
             repo = IndexRepo(options.index_root, key)
             inputs = {"source": "pxflow serve", "logId": log_id, "images": entries}
@@ -362,16 +411,16 @@ def create_app(pipeline: Any, options: ServeOptions | None = None) -> FastAPI:
             return {"indexKey": key, "idMap": await asyncio.to_thread(id_map_of, repo, manifest)}
 
         @route("/shitu-index-add")
-        async def _add(payload, log_id):
+        async def _add(payload, log_id, held):
             req = schemas.parse(schemas.AddImagesToIndexRequest, payload)
             repo, _ = await asyncio.to_thread(repo_for, req.indexKey, allow_version=False)
-            features, labels, entries = await gallery(req.imageLabelPairs)
+            features, labels, entries = await gallery(req.imageLabelPairs, held)
             inputs = {"source": "pxflow serve", "logId": log_id, "images": entries, "model": pipeline.rec_model.describe()}
             manifest = await publish(repo.append, features, labels, [], inputs)
             return {"idMap": await asyncio.to_thread(id_map_of, repo, manifest)}
 
         @route("/shitu-index-remove")
-        async def _remove(payload, log_id):
+        async def _remove(payload, log_id, held):
             req = schemas.parse(schemas.RemoveImagesFromIndexRequest, payload)
             if not req.ids:
                 raise ApiError(422, "ids: needs at least one id to remove")
@@ -380,7 +429,7 @@ def create_app(pipeline: Any, options: ServeOptions | None = None) -> FastAPI:
             return {"idMap": await asyncio.to_thread(id_map_of, repo, manifest)}
 
         @route("/shitu-infer")
-        async def _shitu(payload, log_id):
+        async def _shitu(payload, log_id, held):
             req = schemas.parse(schemas.ShiTuInferRequest, payload)
             kwargs: dict[str, Any] = {}
             if req.indexKey is not None:
@@ -395,8 +444,11 @@ def create_app(pipeline: Any, options: ServeOptions | None = None) -> FastAPI:
             if req.topk is not None:
                 if req.topk < 1:
                     raise ApiError(422, "topk must be >= 1")
+                if req.topk > limits.max_topk:
+                    raise ApiError(422, f"topk: {req.topk} is over the limit of {limits.max_topk} "
+                                        "(raise it with --max-topk)")
                 kwargs["rec_topk"] = req.topk
-            res = await infer_one(req.image, kwargs)
+            res = await infer_one(req.image, kwargs, held, visualize=req.visualize)
             return {"detectedObjects": schemas.shitu_objects(res), "image": await picture(res, req.visualize)}
 
     # -- operations -------------------------------------------------------------------
@@ -416,6 +468,11 @@ def create_app(pipeline: Any, options: ServeOptions | None = None) -> FastAPI:
         @app.get("/metrics")
         async def _metrics():
             metrics.queued.set(batcher.queued)
+            metrics.pixels.set(pixel_budget().in_flight)
+            metrics.pixels_limit.set(limits.max_pixels_in_flight)
+            metrics.rss.set(peak_rss_bytes())
+            if state["memory_bound"] is not None:
+                metrics.bound.set(state["memory_bound"])
             data, content_type = metrics.render()
             return Response(data, media_type=content_type)
 

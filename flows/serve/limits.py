@@ -10,6 +10,11 @@ so a DNS answer that changes between the check and the connect cannot redirect i
 redirects are followed by hand (at most 3), each re-checked. Fetches have a connect/read
 timeout and a byte limit; decoding goes through :func:`pxflow.pipelines.io.images.decode_image`
 with the server's pixel limit (a decompression bomb is refused from its header).
+
+Memory per request is capped before any work: ``topk`` (``max_topk``), the SAM prompt count
+(``max_prompts``) and the pixels of the request's images, read from their headers
+(``max_request_pixels``); what requests decode together is bounded by the process's pixel
+budget (``max_pixels_in_flight``, :mod:`.admission`).
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import numpy as np
 
 from pxflow.pipelines.io.errors import InputError
-from pxflow.pipelines.io.images import decode_image, max_image_pixels
+from pxflow.pipelines.io.images import decode_image, max_image_pixels, probe_header
+from pxflow.pipelines.prefetch import DEFAULT_MAX_PIXELS_IN_FLIGHT, max_pixels_in_flight
 
 
 class ApiError(Exception):
@@ -56,8 +62,29 @@ class Limits:
     allow_fetch_from: Sequence[str] = ()
     #: images per imageLabelPairs request (index build/add)
     max_pairs: int = 1024
+    #: largest ``topk`` of /shitu-infer (faiss allocates queries x topk results whatever the index holds)
+    max_topk: int = 1000
+    #: most prompts in one /open-vocabulary-segmentation request (each one is a full-image mask)
+    max_prompts: int = 256
+    #: decoded pixels of one request, summed over its images (read from the headers); None: the in-flight budget
+    max_request_pixels: int | None = None
+    #: the process's pixel budget, in decoded-BGR pixels (3 bytes), shared by queued requests and ``predict()``;
+    #: the same number as ``PXFLOW_MAX_PIXELS_IN_FLIGHT`` (``pxflow serve --max-pixels-in-flight`` sets both)
+    max_pixels_in_flight: int = field(default_factory=lambda: max_pixels_in_flight() or DEFAULT_MAX_PIXELS_IN_FLIGHT)
+    #: seconds a request waits for room in the pixel budget before 503
+    admission_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
+        for name in ("max_topk", "max_prompts", "max_pixels_in_flight"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_request_pixels is None:
+            self.max_request_pixels = self.max_pixels_in_flight
+        if not 1 <= self.max_request_pixels <= self.max_pixels_in_flight:
+            raise ValueError(f"max_request_pixels ({self.max_request_pixels}) must be between 1 and "
+                             f"max_pixels_in_flight ({self.max_pixels_in_flight}): a larger request could never be admitted")
+        if self.admission_timeout_s < 0:
+            raise ValueError(f"admission_timeout_s must be >= 0, got {self.admission_timeout_s}")
         self._nets = []
         self._hosts = set()
         for entry in self.allow_fetch_from or ():
@@ -68,6 +95,11 @@ class Limits:
                 self._nets.append(ipaddress.ip_network(text, strict=False))
             except ValueError:
                 self._hosts.add(text.lower().rstrip("."))
+
+    @property
+    def max_concurrency(self) -> int:
+        """Requests the server handles at once (uvicorn's ``limit_concurrency``; more get 503 from uvicorn)."""
+        return max(64, int(self.max_queue) + 32)
 
     def host_allowed(self, host: str) -> bool:
         return host.lower().rstrip(".") in self._hosts
@@ -171,6 +203,19 @@ async def fetch_url(url: str, limits: Limits, client) -> bytes:
     raise ApiError(422, "image: too many redirects")
 
 
+def image_pixels(data: bytes, limits: Limits, what: str = "image") -> int:
+    """Width x height from the header alone (nothing decoded); 413 above the per-image limit, 422 unreadable."""
+    try:
+        header = probe_header(data)
+    except InputError as exc:
+        raise ApiError(413 if exc.error_type == "too_large" else 422, f"{what}: {exc.error_type}: {exc.message}") from None
+    pixels = header.width * header.height
+    if pixels > limits.max_image_pixels:
+        raise ApiError(413, f"{what}: too_large: {header.width}x{header.height} exceeds the {limits.max_image_pixels}-pixel "
+                            "limit per image (--max-image-pixels)")
+    return pixels
+
+
 def decode_checked(data: bytes, limits: Limits, what: str = "image") -> np.ndarray:
     """Bytes -> BGR array through pxflow's decoder; :class:`ApiError` 413/422 on a bad or oversized image."""
     try:
@@ -182,11 +227,9 @@ def decode_checked(data: bytes, limits: Limits, what: str = "image") -> np.ndarr
         raise ApiError(422, f"{what}: decode_failed: {type(exc).__name__}: {exc}") from None
 
 
-async def load_image(value, limits: Limits, client, what: str = "image") -> tuple[np.ndarray, bytes]:
-    """``(BGR array, raw bytes)`` of a request's ``image`` field (URL or base64)."""
+async def image_bytes(value, limits: Limits, client, what: str = "image") -> bytes:
+    """The file bytes of a request's ``image`` field (URL fetched, or base64 decoded); nothing decoded yet."""
     if not isinstance(value, str) or not value.strip():
         raise ApiError(422, f"{what}: required (an http(s) URL or base64 file content)")
     value = value.strip()
-    data = await fetch_url(value, limits, client) if is_url(value) else decode_base64(value, limits)
-    array = await asyncio.to_thread(decode_checked, data, limits, what)
-    return array, data
+    return await fetch_url(value, limits, client) if is_url(value) else decode_base64(value, limits)
