@@ -222,8 +222,10 @@ def _annotate(job: AnnotateJob, input: str, output: str, options: AnnotateOption
         summary["shards_committed"], summary["shards_planned"],
     )
     if not summary["complete"]:
+        # the first failed shard's error says why (a model that cannot run fails every shard the same way)
+        why = f"; first shard error: {outcome['failures'][0]['error']}" if outcome["failures"] else ""
         raise IncompleteRunError(
             f"{len(summary['missing'])} input(s) without a row, {summary['images_retryable']} retryable failure(s), "
-            f"failed shards: {[f['shard_id'] for f in outcome['failures']]} (rerun to finish)"
+            f"failed shards: {[f['shard_id'] for f in outcome['failures']]} (rerun to finish){why}"
         )
     return summary

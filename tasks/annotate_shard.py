@@ -25,13 +25,21 @@ from pxflow.pipelines.faults import checkpoint
 from .job import AnnotateJob
 from .lake import Lake
 from .model_cache import get_pipeline, process_stats
-from .rows import RowBuilder, summarize
+from .rows import RowBuilder, summarize, systematic_failure
 
 SHARD_RETRIES = 2
 
 
 class TransientShardError(RuntimeError):
     """Some downloads failed in a way that may pass on a retry (throttling, 5xx, dropped connections)."""
+
+
+class ModelFailedError(RuntimeError):
+    """The model failed on every input of the shard the same way: a model error, not bad images.
+
+    The shard commits nothing and is not retried (the same model fails the same way), so the
+    run fails and says why instead of writing an error row per image and calling itself complete.
+    """
 
 
 def run_shard(
@@ -47,6 +55,8 @@ def run_shard(
     such as a manifest's SAM ``prompt`` column. On a non-final attempt a transient
     download failure raises :class:`TransientShardError` (Prefect retries the shard); on
     the final one it is committed as a ``retryable`` error row, which the next run retries.
+    When every input failed in the model the same way, :class:`ModelFailedError` is raised
+    and nothing is committed.
     """
     storage = storage_for(job.s3_block)
     lake = Lake(job.table_root, storage)
@@ -61,6 +71,12 @@ def run_shard(
     results = pipeline.predict(items, storage=storage, **job.predict_kwargs)
     for item, result in zip(items, results, strict=True):
         builder.add(item.uri, result, item.meta)
+    failure = systematic_failure(builder.images)
+    if failure is not None:
+        raise ModelFailedError(
+            f"shard {shard_id}: the model ({job.model_name}) failed on all {len(items)} inputs with the same error, "
+            f"so nothing was written: {failure}"
+        )
     if not final_attempt and any(item.meta.get("transient") for item in items):
         failed = sum(1 for item in items if item.meta.get("transient"))
         raise TransientShardError(f"shard {shard_id}: {failed} download(s) failed transiently; retrying the shard")
@@ -98,6 +114,8 @@ def _retry_only_transient(task, task_run, state) -> bool:
         state.result()
     except TransientShardError:
         return True
+    except ModelFailedError:
+        return False  # the same model fails the same way on a retry
     except (ValueError, TypeError, PermissionError, KeyError):
         return False  # bad options, bad credentials, bad data: the same every time
     except Exception as exc:

@@ -4,7 +4,8 @@ Each result class serialises itself (``result.object_records()``, see
 :mod:`pxflow.pipelines.results.records`); this module adds only the columns every row
 shares (run key, pipeline, model, image URI, shard) and fixes the schema. A result that
 cannot build its records makes that input an ``inference_failed`` row, never a failed
-shard. Masks are COCO compressed RLE on the full image frame (docs/schema.md).
+shard, unless every input of the shard failed that same way (:func:`systematic_failure`).
+Masks are COCO compressed RLE on the full image frame (docs/schema.md).
 """
 
 from __future__ import annotations
@@ -150,3 +151,20 @@ def summarize(images: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "n_objects": sum(r["num_objects"] for r in images),
         "error_types": errors,
     }
+
+
+def systematic_failure(images: Sequence[dict[str, Any]]) -> str | None:
+    """The one ``inference_failed`` message every image row shares, when there are several; else None.
+
+    One image failing in the model is that image's problem; every image of a shard failing
+    with the same exception type and message is the model's (a graph the predictor cannot
+    drive, a broken runtime). Writing those as error rows would call the run complete while
+    annotating nothing, so the caller fails the shard instead.
+    """
+    if len(images) < 2:
+        return None
+    messages = {(row["status"], row.get("error_type"), row.get("error_message")) for row in images}
+    if len(messages) != 1:
+        return None
+    ((status, error_type, message),) = messages
+    return message if status == "error" and error_type == "inference_failed" else None

@@ -169,6 +169,8 @@ class Backend(ABC):
 
     name: str
     input_names: list[str]
+    #: the graph's outputs, in the order ``run`` returns them (callers that need one output by name)
+    output_names: list[str]
     #: largest batch the graph accepts (None: any); ONNX exports often fix dim 0 of some inputs to 1.
     max_batch: int | None = None
 
@@ -211,7 +213,7 @@ class PaddleBackend(Backend):
         except Exception as exc:  # a corrupt graph or weights file
             raise ModelDirError(f"{graph} / {params}: Paddle Inference could not load the model ({_reason(exc)})") from None
         self.input_names = list(self._predictor.get_input_names())
-        self._output_names = list(self._predictor.get_output_names())
+        self._output_names = self.output_names = list(self._predictor.get_output_names())
         self._lock = threading.Lock()
         self._idle = [self._predictor]
 
@@ -261,6 +263,7 @@ class OnnxBackend(Backend):
             raise ModelDirError(f"{spec.onnx_file}: ONNX Runtime could not load the model ({_reason(exc)})") from None
         graph_inputs = self._session.get_inputs()
         self.input_names = [i.name for i in graph_inputs]
+        self.output_names = [o.name for o in self._session.get_outputs()]
         self._types = {i.name: _ORT_TYPES.get(i.type, np.float32) for i in graph_inputs}
         fixed = [i.shape[0] for i in graph_inputs if i.shape and isinstance(i.shape[0], int)]
         self.max_batch = min(fixed) if fixed else None

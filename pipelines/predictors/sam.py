@@ -1,24 +1,37 @@
-"""The SAM predictor: SAM as PaddleX exports it, and pxflow's split encoder/decoder layout.
+"""The SAM predictor: three model layouts, told apart by the graphs' input names (never by their count).
 
-Official layout (SAM-H_box, SAM-H_point; one graph per prompt type):
-    inputs ``img`` [1, 3, 1024, 1024] float32 and ``prompt`` ([N, 4] boxes, or
-    [1, 1, 2]: one point) in the 1024 frame; output low-res mask logits
+PaddleX layout (SAM-H_box, SAM-H_point; one graph per prompt type):
+    inputs ``prompt`` ([N, 4] boxes, or [1, 1, 2]: one point, in the 1024 frame) and
+    one image input (``img`` [1, 3, 1024, 1024] float32); output low-res mask logits
     [N, 1, 256, 256]. ``inference.yml`` has ``Processor: {type: SAMProcessor,
-    size, mean, std}``. Inputs are fed in the order of their sorted names, as
-    PaddleX does. A point graph takes one point, so N points cost N full runs.
+    size, mean, std}``. A point graph takes one point, so N points cost N full runs.
 
 Split layout (pxflow): one model directory holding ``inference.yml`` (the same
 ``Processor`` section) and two ordinary model directories:
-    ``encoder/``: ``img`` [1, 3, S, S] -> image embedding (any shape);
-    ``decoder/``: (image embedding, ``prompt`` [N, 4] or [N, 1, 2]) -> [N, 1, s, s].
-The embedding is computed once per image and every prompt of that image (up
-to ``max_prompts_per_call`` per decoder call) reuses it, which is what makes
-many prompts cheap: the ViT encoder is nearly all of SAM's cost.
+    ``encoder/``: one image input [1, 3, S, S] -> image embedding (any shape);
+    ``decoder/``: ``prompt`` [N, 4] or [N, 1, 2] and the embedding -> [N, 1, s, s].
 
-Pre- and postprocessing follow SAM: RGB, long side to ``size``, normalise with
-SAM's pixel mean/std, zero-pad to ``size x size``; logits are upsampled
-bilinearly to ``size``, the padding is cropped, the rest resized to the
-original image and thresholded ``> 0``.
+Standard layout (segment-anything's ``export_onnx_model.py``, MobileSAM, samexporter),
+in the same ``encoder/`` + ``decoder/`` directories, recognised by the decoder's inputs
+:data:`STANDARD_DECODER_INPUTS`: ``image_embeddings`` [1,256,64,64], ``point_coords``
+[1,N,2], ``point_labels`` [1,N], ``mask_input`` [1,1,256,256], ``has_mask_input`` [1],
+``orig_im_size`` [2] -> ``masks`` (logits at ``orig_im_size``), ``iou_predictions``,
+``low_res_masks``. Each prompt is one decoder call, fed as segment-anything's
+``SamPredictor`` feeds it (multimask off, no previous mask): a box is its two corners
+with labels 2 and 3, a point has label 1 plus the padding point (0, 0) with label -1.
+The decoder returns masks on the original frame, so they are only thresholded.
+
+In both two-graph layouts the embedding is computed once per image and every prompt
+of that image reuses it, which is what makes many prompts cheap: the ViT encoder is
+nearly all of SAM's cost. A graph that fits none of the layouts is a
+:class:`ModelDirError` naming the directory and what was expected, raised when the
+model loads (preflight, or ``predict`` before any input is read), never once per image.
+
+Preprocessing follows SAM: RGB, long side to ``size``, normalise with the mean/std in
+0-255 (``Processor`` of the directory's ``inference.yml``, else the encoder's, else
+SAM's), zero-pad bottom-right to ``size x size``. Low-res logits (PaddleX and split
+layouts) are upsampled bilinearly to ``size``, the padding is cropped, the rest
+resized to the original image and thresholded ``> 0``.
 """
 
 from __future__ import annotations
@@ -32,6 +45,7 @@ import numpy as np
 import yaml
 
 from ..models import create_backend, load_model_spec, resolve_model_dir
+from ..models.backends import Backend
 from ..models.model_dir import CONFIG_NAMES, ModelDirError
 from ..ops.preprocess import NormalizeImage, Pad, Permute, Preprocessor, ResizeByLong, Sample
 from ..settings import PxflowSettings
@@ -42,16 +56,79 @@ SAM_STD = (58.395, 57.12, 57.375)
 
 
 def _read_config(model_dir: str) -> dict[str, Any]:
-    for name in CONFIG_NAMES:
-        path = os.path.join(model_dir, name)
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                return yaml.safe_load(f) or {}
+    """The directory's ``inference.yml``; a two-graph directory without one uses its encoder's
+    (less ``Global``: the encoder's model name is not the pair's, the directory's name is)."""
+    for directory in (model_dir, os.path.join(model_dir, "encoder")) if is_split_dir(model_dir) else (model_dir,):
+        for name in CONFIG_NAMES:
+            path = os.path.join(directory, name)
+            if os.path.isfile(path):
+                with open(path, encoding="utf-8") as f:
+                    config = yaml.safe_load(f) or {}
+                return config if directory == model_dir else {k: v for k, v in config.items() if k != "Global"}
     raise ModelDirError(f"{model_dir}: no {' or '.join(CONFIG_NAMES)}")
 
 
 def is_split_dir(model_dir: str) -> bool:
     return os.path.isdir(os.path.join(model_dir, "encoder")) and os.path.isdir(os.path.join(model_dir, "decoder"))
+
+
+#: the decoder inputs of the standard SAM ONNX export (segment-anything, MobileSAM, samexporter)
+STANDARD_DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size")
+#: the prompt input of PaddleX's graphs and pxflow's split decoder
+PROMPT_INPUT = "prompt"
+PADDLEX, SPLIT, STANDARD = "paddlex", "split", "standard"
+_EXPECTED_DECODER = (
+    f"expected the standard SAM decoder inputs ({', '.join(STANDARD_DECODER_INPUTS)}) "
+    f"or pxflow's split decoder ({PROMPT_INPUT!r} and one image-embedding input)"
+)
+
+
+def sam_layout(model_dir: str, graphs: Mapping[str, Backend]) -> str:
+    """:data:`PADDLEX`, :data:`SPLIT` or :data:`STANDARD` from the graphs' input names; else ``ModelDirError``.
+
+    ``graphs`` is ``{"whole": ...}`` or ``{"encoder": ..., "decoder": ...}``. Checked when the
+    model loads so that a graph the predictor cannot feed fails the run once, up front.
+    """
+    if "whole" in graphs:
+        names = list(graphs["whole"].input_names)
+        if len(names) == 2 and PROMPT_INPUT in names:
+            return PADDLEX
+        raise ModelDirError(
+            f"{model_dir}: cannot drive this SAM graph: its inputs are {names}; expected PaddleX's SAM-H layout "
+            f"({PROMPT_INPUT!r} and one image input), or encoder/ + decoder/ sub-directories"
+        )
+    encoder_inputs = list(graphs["encoder"].input_names)
+    if len(encoder_inputs) != 1:
+        raise ModelDirError(
+            f"{os.path.join(model_dir, 'encoder')}: cannot drive this SAM encoder: its inputs are {encoder_inputs}; "
+            "expected one image input [1, 3, S, S]"
+        )
+    decoder = graphs["decoder"]
+    names = list(decoder.input_names)
+    if set(names) == set(STANDARD_DECODER_INPUTS) and len(names) == len(STANDARD_DECODER_INPUTS):
+        if "masks" not in decoder.output_names:
+            raise ModelDirError(
+                f"{os.path.join(model_dir, 'decoder')}: a standard SAM decoder without a 'masks' output "
+                f"(outputs {list(decoder.output_names)})"
+            )
+        return STANDARD
+    if len(names) == 2 and PROMPT_INPUT in names:
+        return SPLIT
+    raise ModelDirError(f"{os.path.join(model_dir, 'decoder')}: cannot drive this SAM decoder: its inputs are {names}; {_EXPECTED_DECODER}")
+
+
+def standard_prompt(prompt: np.ndarray, prompt_type: str) -> tuple[np.ndarray, np.ndarray]:
+    """One model-frame prompt as the standard decoder's ``(point_coords [1,N,2], point_labels [1,N])``.
+
+    As segment-anything's ``SamPredictor`` builds them: a box is its corners labelled 2 and 3;
+    a point is labelled 1 and, there being no box, followed by the padding point (0, 0) labelled -1.
+    """
+    if prompt_type == "box":
+        coords, labels = np.asarray(prompt, np.float32).reshape(2, 2), np.array([2.0, 3.0], np.float32)
+    else:
+        coords = np.concatenate([np.asarray(prompt, np.float32).reshape(1, 2), np.zeros((1, 2), np.float32)])
+        labels = np.array([1.0, -1.0], np.float32)
+    return coords[None], labels[None]
 
 
 #: PaddleX module_name -> the prompt type its graph takes
@@ -80,16 +157,18 @@ class SamPredictor(Predictor):
             raise ModelDirError(f"model directory not found: {root}")
         self.model_dir = root
         self.config = _read_config(root)
-        self.model_name = model_name or str((self.config.get("Global") or {}).get("model_name") or os.path.basename(root))
+        self.model_name = model_name or str((self.config.get("Global") or {}).get("model_name") or os.path.basename(os.path.normpath(root)))
         self.split = is_split_dir(root)
         make = lambda d: create_backend(load_model_spec(d), backend=backend, device=device, threads=cpu_threads)  # noqa: E731
         if self.split:
             self.encoder = make(os.path.join(root, "encoder"))
             self.decoder = make(os.path.join(root, "decoder"))
             self.graphs = [self.encoder, self.decoder]
+            self.layout = sam_layout(root, {"encoder": self.encoder, "decoder": self.decoder})
         else:
             self.whole = make(root)
             self.graphs = [self.whole]
+            self.layout = sam_layout(root, {"whole": self.whole})
         proc = dict(self.config.get("Processor") or {})
         self.size = int(proc.get("size", 1024))
         mean = proc.get("mean", proc.get("image_mean", SAM_MEAN))
@@ -151,20 +230,35 @@ class SamPredictor(Predictor):
 
     def logits(self, sample: Sample, prompts: np.ndarray) -> np.ndarray:
         """Low-res mask logits ``[N, 1, s, s]`` for ``prompts`` (already in the model frame)."""
-        img = sample.img[None]
+        graph, other = (self.decoder, self._embed(sample)) if self.split else (self.whole, sample.img[None])
+        (other_name,) = [n for n in graph.input_names if n != PROMPT_INPUT]
         parts: list[np.ndarray] = []
-        if self.split:
-            embedding = self.encoder.run({self.encoder.input_names[0]: img})[0]
-            emb_name, prompt_name = sorted(self.decoder.input_names)
-            for start in range(0, len(prompts), self.prompts_per_call):
-                chunk = self._feed_prompts(prompts[start : start + self.prompts_per_call])
-                parts.append(self.decoder.run({emb_name: embedding, prompt_name: chunk})[0])
-        else:
-            img_name, prompt_name = sorted(self.whole.input_names)
-            for start in range(0, len(prompts), self.prompts_per_call):
-                chunk = self._feed_prompts(prompts[start : start + self.prompts_per_call])
-                parts.append(self.whole.run({img_name: img, prompt_name: chunk})[0])
+        for start in range(0, len(prompts), self.prompts_per_call):
+            chunk = self._feed_prompts(prompts[start : start + self.prompts_per_call])
+            parts.append(graph.run({other_name: other, PROMPT_INPUT: chunk})[0])
         return np.concatenate([p.reshape(-1, 1, *p.shape[-2:]) for p in parts])
+
+    def _embed(self, sample: Sample) -> np.ndarray:
+        return self.encoder.run({self.encoder.input_names[0]: sample.img[None]})[0]
+
+    def standard_masks(self, sample: Sample, prompts: np.ndarray) -> np.ndarray:
+        """Boolean ``[N, H, W]`` masks from the standard decoder, one call per (model-frame) prompt."""
+        h, w = sample.ori_h, sample.ori_w
+        fixed = {
+            "image_embeddings": self._embed(sample),
+            "mask_input": np.zeros((1, 1, 256, 256), np.float32),
+            "has_mask_input": np.zeros(1, np.float32),
+            "orig_im_size": np.array([h, w], np.float32),
+        }
+        masks_at = self.decoder.output_names.index("masks")
+        out = np.empty((len(prompts), h, w), dtype=bool)
+        for i, prompt in enumerate(prompts):
+            coords, labels = standard_prompt(prompt, self.prompt_type)
+            masks = self.decoder.run({**fixed, "point_coords": coords, "point_labels": labels})[masks_at]
+            if masks.ndim != 4 or masks.shape[-2:] != (h, w):
+                raise ValueError(f"the SAM decoder returned masks of shape {list(masks.shape)}, expected [1, K, {h}, {w}] (orig_im_size)")
+            out[i] = masks[0, 0] > 0  # multimask off: the first mask
+        return out
 
     def postprocess(self, logits: np.ndarray, sample: Sample) -> np.ndarray:
         """Logits -> boolean ``[N, H, W]`` masks on the original frame (SAM's ``postprocess_masks``, ``> 0``)."""
@@ -181,4 +275,6 @@ class SamPredictor(Predictor):
         """Boolean masks, one per prompt (original-pixel prompts in, original-frame masks out)."""
         if len(prompts) == 0:
             return np.zeros((0, sample.ori_h, sample.ori_w), dtype=bool)
+        if self.layout == STANDARD:
+            return self.standard_masks(sample, self.to_model_frame(prompts, sample))
         return self.postprocess(self.logits(sample, self.to_model_frame(prompts, sample)), sample)

@@ -1,4 +1,5 @@
-"""Session fixture: the small segmentation models of ``scripts/build_test_models_seg.py``, built once per run.
+"""Session fixtures: the small segmentation models of ``scripts/build_test_models_seg.py`` and the standard
+SAM ONNX pair of ``scripts/build_test_models_sam.py``, built once per run.
 
 The fixture is imported by several test modules; the build is cached here so
 it happens once per session however many modules import it.
@@ -16,11 +17,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 _BUILT: dict[str, str] = {}
+_BUILT_SAM: dict[str, str] = {}
 
 
-def build_script():
-    """The build script as a module (``scripts/`` is not a package)."""
-    spec = importlib.util.spec_from_file_location("build_test_models_seg", ROOT / "scripts" / "build_test_models_seg.py")
+def build_script(name: str = "build_test_models_seg"):
+    """A build script of ``scripts/`` as a module (``scripts/`` is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -31,6 +33,16 @@ def seg_models(tmp_path_factory) -> dict[str, str]:
     if not _BUILT:
         _BUILT.update(build_script().build_all(str(tmp_path_factory.mktemp("seg_models")), onnx=True))
     return dict(_BUILT)
+
+
+@pytest.fixture(scope="session")
+def standard_sam(tmp_path_factory) -> dict[str, str]:
+    """Standard-interface SAM directories (``encoder/`` + ``decoder/``): ``standard``, plus the error variants
+    ``unexpected`` (a decoder pxflow cannot drive) and ``failing`` (loads, then fails on every call)."""
+    if not _BUILT_SAM:
+        script, root = build_script("build_test_models_sam"), tmp_path_factory.mktemp("sam_standard")
+        _BUILT_SAM.update({kind: script.build_standard_sam(str(root / kind), kind) for kind in ("standard", "unexpected", "failing")})
+    return dict(_BUILT_SAM)
 
 
 @pytest.fixture(scope="session")
