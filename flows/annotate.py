@@ -9,7 +9,9 @@
    the chosen task runner (:mod:`.runners`), a bounded number in flight.
 3. Each shard commits its rows exactly once (:mod:`pxflow.tasks.lake`). ``replace``
    stages the whole partition and swaps it in with one commit per table; ``prune`` drops
-   rows whose input is no longer listed.
+   rows whose input is no longer listed. A replace killed between its two table swaps is
+   finished by the next run of its run key and partition, before it plans
+   (:mod:`pxflow.tasks.maintenance`).
 4. The run appends its row to the ``runs`` table and publishes a Prefect artifact naming
    the table versions it produced. A run with failed shards or retryable failures is not
    complete: it fails, and the next run picks up exactly what is missing.
@@ -29,14 +31,13 @@ from prefect import flow, get_run_logger
 from prefect.futures import as_completed
 
 from pxflow.pipelines.io.manifest import iter_entries
-from pxflow.pipelines.io.uri import join_uri
 from pxflow.tasks.annotate_shard import annotate_shard
 from pxflow.tasks.credentials import storage_for
 from pxflow.pipelines.faults import checkpoint
 from pxflow.pipelines.retrieval.versions import PinLease, VersionCollected
 from pxflow.tasks.job import AnnotateJob, lease_index, prepare_job
 from pxflow.tasks.lake import Lake
-from pxflow.tasks.maintenance import prune_missing, swap_in_staging
+from pxflow.tasks.maintenance import finish_pending_swaps, prune_missing, staging_for, swap_in_staging
 from pxflow.tasks.model_cache import checked_pipeline
 from pxflow.tasks.plan import PlanStats, plan
 
@@ -190,10 +191,12 @@ def _annotate(job: AnnotateJob, input: str, output: str, options: AnnotateOption
         checked_pipeline(job.on_device("cpu").config, job.model_sha256, job.predict_kwargs, keep=False)
     else:
         checked_pipeline(job.config, job.model_sha256, job.predict_kwargs, keep=options.runner == "thread")
+    # a --replace killed between its two table swaps: finish it before planning against its half
+    finish_pending_swaps(lake, job.run_key, partition)
     run_id = str(flow_run.get_id() or uuid.uuid4().hex)
     everything = options.force or options.replace
     job = replace_fields(job, flow_run_id=run_id, force=everything,
-                         staging=join_uri(output, "_staging", run_id) if options.replace else None)
+                         staging=staging_for(output, run_id) if options.replace else None)
     logger.info("run key %s (%s, model %s sha256 %s…)", job.run_key, job.pipeline, job.model_name, job.model_sha256[:12])
     job = job.on_device(worker_device(options.runner, job.device, _address(options)))
     fan_out = get_runner(options.runner).fan_out

@@ -3,8 +3,10 @@
 The input prefix holds ``dt=YYYY-MM-DD/`` partitions; each one in ``[start, end]`` is
 annotated into the same partition (the ``dt`` column) of the output tables. Every
 partition is planned incrementally, so a rerun skips what is done, finishes what a
-failure left, and picks up a late file in an old partition (just that file). One Prefect
-artifact per partition (its ``annotate`` subflow's) plus this flow's summary.
+failure left, and picks up a late file in an old partition (just that file). A ``dt=``
+folder with no files is an empty partition (listed under ``empty`` in the summary), not
+a failure. One Prefect artifact per partition (its ``annotate`` subflow's) plus this
+flow's summary.
 """
 
 from __future__ import annotations
@@ -67,10 +69,14 @@ def backfill(input: str, output: str, start: str, end: str, options: AnnotateOpt
     logger = get_run_logger()
     partitions = date_partitions(input, start, end, storage_for(options.s3_block))
     logger.info("%d partition(s) between %s and %s under %s", len(partitions), start, end, input)
+    # a dt= folder that exists but holds nothing is an empty partition, not a typo: its subflow is a
+    # complete run with nothing to do (a rerun could never "resume" it)
+    per_options = options.model_copy(update={"allow_empty": True})
     per_partition: list[dict[str, Any]] = []
     failed = []
     for name in partitions:
-        state = annotate(input=join_uri(input, name), output=output, options=options, partition=name, return_state=True)
+        state = annotate(input=join_uri(input, name), output=output, options=per_options, partition=name,
+                         return_state=True)
         if state.is_completed():
             result = state.result()
             per_partition.append({"partition": name, "listed": result["listed"], "inferred": result["images_inferred"],
@@ -82,7 +88,9 @@ def backfill(input: str, output: str, start: str, end: str, options: AnnotateOpt
                           description=f"backfill {start}..{end}: {len(partitions)} partition(s), {len(failed)} failed")
     summary = {"partitions": partitions, "per_partition": per_partition, "failed": failed,
                "annotated": [p["partition"] for p in per_partition if p["inferred"]],
-               "unchanged": [p["partition"] for p in per_partition if p["inferred"] == 0]}
+               "unchanged": [p["partition"] for p in per_partition if p["inferred"] == 0 and p["listed"]],
+               "empty": [p["partition"] for p in per_partition if p["listed"] == 0],
+               "complete": not failed}
     if failed:
         raise RuntimeError(f"backfill: partitions failed: {failed} (rerun to resume them)")
     return summary

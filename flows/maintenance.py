@@ -5,7 +5,8 @@ thousands of files per table. :func:`optimize_tables` rewrites them into few lar
 (``DeltaTable.optimize.compact()``, one commit per table, rows unchanged) and writes a
 checkpoint of the log. The replaced files stay on storage, referenced by the older table
 versions, until :func:`vacuum_tables` deletes the ones that were removed from the table
-more than ``retention_hours`` ago.
+more than ``retention_hours`` ago. Vacuuming a whole output also removes the ``_staging/``
+folders that failed or killed ``--replace`` runs left (:func:`vacuum_staging`).
 
 Retention and readers: a reader holds the file list of the version it opened; vacuum only
 deletes files that no version newer than ``retention_hours`` ago references, so any reader
@@ -26,6 +27,7 @@ from prefect import flow, get_run_logger
 
 from pxflow.tasks.credentials import storage_for
 from pxflow.tasks.lake import TABLES, WRITER_COMPRESSION, Lake
+from pxflow.tasks.maintenance import STAGING, pending_swaps, remove_tree, stale_staging
 
 DEFAULT_RETENTION_HOURS = 168.0
 #: below this, vacuum could delete files a running reader (or an in-flight optimize) still needs
@@ -122,7 +124,25 @@ def vacuum_lake(lake: Lake, retention_hours: float = DEFAULT_RETENTION_HOURS, dr
         )
         report[name] = {"files_to_delete" if dry_run else "files_deleted": len(deleted),
                         "files": sorted(deleted)[:50], "version": lake.open(name).version()}
+    if not tables:  # the whole output: also the _staging/ folders of --replace runs
+        report[STAGING] = vacuum_staging(lake, hours, dry_run)
     return report
+
+
+def vacuum_staging(lake: Lake, retention_hours: float, dry_run: bool = False) -> dict[str, Any]:
+    """Remove the ``_staging/<run_id>/`` folders that failed or killed ``--replace`` runs left.
+
+    Same retention as the tables' files: a folder nothing was written to for ``retention_hours``
+    belongs to no running replace. One holding a swap intent is kept and reported under
+    ``pending_swaps``: it is the only copy of a decided swap, which the next run of its run key
+    and partition finishes (:mod:`pxflow.tasks.maintenance`).
+    """
+    stale = stale_staging(lake, retention_hours)
+    if not dry_run:
+        for root in stale:
+            remove_tree(lake.storage, root)
+    return {"files_to_delete" if dry_run else "files_deleted": sum(stale.values()), "folders": sorted(stale),
+            "pending_swaps": sorted(root for root, _ in pending_swaps(lake))}
 
 
 def _lake(output: str, s3_block: str | None) -> Lake:

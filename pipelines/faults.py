@@ -14,8 +14,8 @@ import signal
 import threading
 
 #: every point the code passes: an annotate run's, in run order, then an index writer's
-POINTS = ("after_plan", "after_infer", "after_objects_commit", "after_images_commit", "before_runs_row",
-          "index_mid_upload", "index_after_upload")
+POINTS = ("after_plan", "after_infer", "after_objects_commit", "after_images_commit", "between_replace_swaps",
+          "before_runs_row", "index_mid_upload", "index_after_upload")
 ENV = "PXFLOW_KILL_AT"
 _lock = threading.Lock()
 _seen: dict[str, int] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 
@@ -10,6 +11,7 @@ from pxflow.flows.backfill import date_partitions, parse_day
 from pxflow.flows.cli import main as cli_main
 from tests.support.annotate_helpers import read_table
 from tests.conftest import COCO_MINI, PICODET_ONNX
+from tests.test_export_eval import pxflow
 
 
 def test_relative_days_for_schedules():
@@ -60,3 +62,59 @@ def test_backfill_annotates_partitions_in_range_and_then_only_late_files(prefect
     assert [p["inferred"] for p in third["per_partition"]] == [1, 0]
     rows = read_table(str(out / "images")).to_pylist()
     assert len(rows) == 5 and {(r["dt"], r["image_uri"].rsplit("/", 1)[-1]) for r in rows} >= {("2024-01-01", late.name)}
+
+
+def _partitioned(src, layout: dict[str, list]) -> None:
+    for part, files in layout.items():
+        (src / part).mkdir(parents=True)
+        for f in files:
+            (src / part / f.name).symlink_to(f)
+
+
+def _summary(stdout: str) -> dict:
+    """The backfill summary the CLI prints (indented JSON, last on stdout)."""
+    start = 0 if stdout.startswith("{") else stdout.index("\n{") + 1
+    return json.loads(stdout[start:])
+
+
+def test_cli_backfill_rerun_on_its_own_output_annotates_just_the_late_file(prefect_server, tmp_path, shared_dir, capsys):
+    """The late-file use case through the command a user runs: the rerun's preflight checks the range's dt partition
+    against the dt-partitioned tables (it used to check "no partition" and exit 2)."""
+    images = sorted((COCO_MINI / "images").iterdir())
+    src, out = tmp_path / "in", tmp_path / "out"
+    _partitioned(src, {"dt=2024-01-01": images[0:1], "dt=2024-01-02": images[1:2]})
+    args = ["--input", str(src), "--output", str(out), "--start", "2024-01-01", "--end", "2024-01-02",
+            "--model-dir", str(PICODET_ONNX), "--threshold", "0.3", "--no-progress"]
+    assert cli_main(["backfill", *args]) == 0
+    capsys.readouterr()
+    late = images[2]
+    (src / "dt=2024-01-02" / late.name).symlink_to(late)
+
+    rerun = pxflow("backfill", *args, api_url=prefect_server)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    summary = _summary(rerun.stdout)
+    assert [(p["partition"], p["inferred"], p["unchanged"]) for p in summary["per_partition"]] == [
+        ("dt=2024-01-01", 0, 1), ("dt=2024-01-02", 1, 1)]
+    rows = read_table(str(out / "images")).to_pylist()
+    assert sorted((r["dt"], r["image_uri"]) for r in rows) == [
+        ("2024-01-01", str(src / "dt=2024-01-01" / images[0].name)),
+        ("2024-01-02", str(src / "dt=2024-01-02" / images[1].name)),
+        ("2024-01-02", str(src / "dt=2024-01-02" / late.name))]
+    late_row = next(r for r in rows if r["image_uri"].endswith(late.name))
+    objects = read_table(str(out / "objects")).to_pylist()
+    assert sum(o["image_uri"] == late_row["image_uri"] for o in objects) == late_row["num_objects"] > 0
+
+
+def test_an_empty_partition_folder_in_the_range_is_a_complete_empty_partition(prefect_server, tmp_path, shared_dir,
+                                                                             capsys):
+    images = sorted((COCO_MINI / "images").iterdir())
+    src, out = tmp_path / "in", tmp_path / "out"
+    _partitioned(src, {"dt=2024-01-01": images[0:1], "dt=2024-01-02": []})
+    argv = ["backfill", "--input", str(src), "--output", str(out), "--start", "2024-01-01", "--end", "2024-01-02",
+            "--model-dir", str(PICODET_ONNX), "--threshold", "0.3", "--no-progress"]
+    assert cli_main(argv) == 0  # it exited 1 "rerun to resume", which no rerun could ever do
+    summary = _summary(capsys.readouterr().out)
+    assert summary["complete"] and summary["failed"] == []
+    assert summary["empty"] == ["dt=2024-01-02"] and summary["annotated"] == ["dt=2024-01-01"]
+    assert summary["unchanged"] == []
+    assert [r["dt"] for r in read_table(str(out / "images")).to_pylist()] == ["2024-01-01"]

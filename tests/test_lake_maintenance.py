@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -114,3 +115,25 @@ def test_weekly_maintenance_flow_compacts_and_vacuums_safely(small_commits, pref
     with pytest.raises(RetentionTooShortError):
         lake_maintenance(output=small_commits, retention_hours=0)
     assert _state(small_commits) == after
+
+
+def test_vacuum_removes_stale_staging_but_not_a_running_replace_or_a_pending_swap(tmp_path, prefect_server, capsys):
+    """`_staging/<run_id>/` of a failed or killed `--replace` is garbage once nothing touched it for the retention;
+    one written to recently (a running replace) or holding a swap intent (a decided swap) is not."""
+    out = tmp_path / "out"
+    Lake(str(out), default_storage()).append("runs", pa.table({"run_key": ["0c0ffee000000001"]}))
+    week_ago = time.time() - 200 * 3600
+    for name in ("killed-run", "running-run", "decided-run"):
+        Lake(str(out / "_staging" / name), default_storage()).append("images", pa.table({"image_uri": ["a.jpg"]}))
+    (out / "_staging" / "decided-run" / "_swap.json").write_text(
+        json.dumps({"run_key": "0c0ffee000000001", "partition": None, "staged": {"objects": None, "images": 0}}))
+    for name in ("killed-run", "decided-run"):
+        for path in (out / "_staging" / name).rglob("*"):
+            os.utime(path, (week_ago, week_ago))
+
+    assert cli_main(["lake", "vacuum", "--output", str(out)]) == 0  # the default retention, 168 h
+    report = last_json(capsys.readouterr().out)["vacuum"]["_staging"]
+    assert sorted(p.name for p in (out / "_staging").iterdir()) == ["decided-run", "running-run"]
+    assert report["folders"] == [str(out / "_staging" / "killed-run")] and report["files_deleted"] >= 2
+    assert report["pending_swaps"] == [str(out / "_staging" / "decided-run")]
+    assert (out / "runs" / "_delta_log").is_dir()

@@ -157,7 +157,8 @@ def preflight(command: str, params: dict[str, Any], write_check: bool = True) ->
     storage.store_for(params["output"])  # an unknown scheme fails here
     if not options.s3_block:  # with a block, its settings are read by the flow (a Prefect server is needed)
         lake = Lake(params["output"], storage)
-        lake.check_partitioning(partition)
+        for part in _partitions_written(command, params, storage, partition):
+            lake.check_partitioning(part)
         if command == "annotate" and not options.allow_empty and next(iter(iter_entries(params["input"], storage)), None) is None:
             raise ValueError(f"{params['input']} lists no images (a typo? --allow-empty accepts an empty run)")
     # the flow's shards run in this process with the thread runner: keep the loaded pipeline for them
@@ -167,6 +168,17 @@ def preflight(command: str, params: dict[str, Any], write_check: bool = True) ->
         checked_pipeline(job.config, job.model_sha256, job.predict_kwargs, keep=options.runner == "thread")
     if write_check and not options.s3_block:
         lake.check_writable()
+
+
+def _partitions_written(command: str, params: dict[str, Any], storage: Any, partition: str | None) -> list[str | None]:
+    """The partitions the run writes, to check against the tables: ``--partition`` for annotate; for backfill
+    the first ``dt=`` partition of the range (they all share the column ``dt``, which is what a table fixes),
+    none when the range holds none (the run writes nothing)."""
+    if command != "backfill":
+        return [partition]
+    from pxflow.flows.backfill import date_partitions
+
+    return date_partitions(params["input"], params["start"], params["end"], storage)[:1]
 
 
 class _Progress:

@@ -8,8 +8,9 @@ Examples::
 
 ``optimize`` compacts the small per-shard files of ``images``, ``objects`` and ``runs`` (those that
 exist) into large ones, rows unchanged. ``vacuum`` deletes data files that the tables stopped
-referencing more than ``--retention-hours`` ago (default 168); it deletes for real unless
-``--dry-run``. A retention below 1 h (``flows.maintenance.MIN_RETENTION_HOURS``) is refused
+referencing more than ``--retention-hours`` ago (default 168) and, without ``--table``, the
+``_staging/`` folders of failed or killed ``--replace`` runs unchanged for as long (never one
+holding a pending swap); it deletes for real unless ``--dry-run``. A retention below 1 h (``flows.maintenance.MIN_RETENTION_HOURS``) is refused
 unless ``--force``: readers that opened the table earlier than that could lose files.
 The last stdout line is a JSON report. Exit status: 0 ok, 1 the flow failed, 2 usage errors
 (checked before any flow starts).
