@@ -141,7 +141,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import bench.sleep_pipeline as sleep
-    from pxflow.flows.cli.annotate import prefect_api
+    from pxflow.flows.cli.server import prefect_api
     from tests.support.toy_classifier.model import build
 
     n1, n2 = (int(x) for x in args.overhead_shards.split(","))

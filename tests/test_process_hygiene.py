@@ -1,8 +1,10 @@
-"""Nothing outlives ``pxflow annotate``: not its temporary Prefect server, not its Dask workers, SIGTERM or SIGKILL.
+"""Nothing outlives a ``pxflow`` command that runs a flow: not its temporary Prefect server, not its workers.
 
-The CLI runs as a real subprocess with no ``PREFECT_API_URL`` (so it starts its own server) and its own
-``PREFECT_HOME``; the test records every process below it while it runs (psutil), kills it mid-run,
-and checks that each recorded process is gone and the server's port is closed.
+The CLI runs as a real subprocess (its own session and process group) with no ``PREFECT_API_URL`` (so it
+starts its own server) and its own ``PREFECT_HOME``; the test records every process below it while it runs
+(psutil), kills it mid-run (SIGTERM or SIGKILL), and checks that each recorded process is gone, that no
+process is left in its process group, and that the server's port is closed. ``annotate``, ``index build``
+and ``lake optimize`` are covered; the shared implementation is ``flows/cli/server.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,18 @@ import time
 import psutil
 import pytest
 
-from tests.conftest import COCO_MINI, PICODET_ONNX, ROOT
+from tests.conftest import COCO_MINI, DRINK, PICODET_ONNX, ROOT, SHARED
+
+
+def _spawn(tmp_path, argv: list[str], api_url: str | None = None, **env: str) -> subprocess.Popen:
+    """``python -m pxflow.flows ARGV`` in its own session, output to ``cli.log`` (a full pipe would block it)."""
+    full_env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    full_env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false", **env)
+    if api_url:
+        full_env["PREFECT_API_URL"] = api_url
+    with open(tmp_path / "cli.log", "w") as log:
+        return subprocess.Popen([sys.executable, "-m", "pxflow.flows", *argv], cwd=ROOT, env=full_env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _start(tmp_path, *extra: str, n_images: int = 24, api_url: str | None = None) -> tuple[subprocess.Popen, str]:
@@ -27,15 +40,9 @@ def _start(tmp_path, *extra: str, n_images: int = 24, api_url: str | None = None
     for path in sorted((COCO_MINI / "images").iterdir())[:n_images]:
         (src / path.name).symlink_to(path)
     out = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    if api_url:
-        env["PREFECT_API_URL"] = api_url
-    cmd = [sys.executable, "-m", "pxflow.flows", "annotate", "--model-dir", str(PICODET_ONNX), "--input", str(src),
-           "--output", str(out), "--shard-size", "1", "--no-progress", *extra]
-    with open(tmp_path / "cli.log", "w") as log:  # a file, not a pipe: a full pipe would block the CLI
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    return proc, str(out)
+    argv = ["annotate", "--model-dir", str(PICODET_ONNX), "--input", str(src), "--output", str(out),
+            "--shard-size", "1", "--no-progress", *extra]
+    return _spawn(tmp_path, argv, api_url), str(out)
 
 
 def _watch_until(proc: subprocess.Popen, ready, timeout: float = 240) -> dict[int, psutil.Process]:
@@ -45,30 +52,60 @@ def _watch_until(proc: subprocess.Popen, ready, timeout: float = 240) -> dict[in
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"the CLI ended early ({proc.returncode})"
-        try:
-            for child in root.children(recursive=True):
-                seen.setdefault(child.pid, child)
-        except psutil.Error:
-            pass
+        _record(root, seen)
         if ready(seen):
             return seen
         time.sleep(0.2)
     raise AssertionError(f"not ready after {timeout}s; processes: {[_cmd(p) for p in seen.values()]}")
 
 
+def _record(root: psutil.Process, seen: dict[int, psutil.Process]) -> None:
+    try:
+        for child in root.children(recursive=True):
+            if child.pid not in seen:
+                seen[child.pid] = child
+                _cmd(child)
+    except psutil.Error:
+        pass
+
+
+def _watch_to_exit(proc: subprocess.Popen, timeout: float = 300) -> dict[int, psutil.Process]:
+    """Record ``proc``'s descendants until it ends by itself."""
+    seen: dict[int, psutil.Process] = {}
+    root = psutil.Process(proc.pid)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        _record(root, seen)
+        time.sleep(0.2)
+    assert proc.poll() is not None, f"still running after {timeout}s"
+    return seen
+
+
 def _log(tmp_path) -> str:
     return (tmp_path / "cli.log").read_text()[-3000:]
 
 
+_cmdlines: dict[psutil.Process, str] = {}
+
+
 def _cmd(p: psutil.Process) -> str:
-    try:
-        return " ".join(p.cmdline())
-    except psutil.Error:
-        return "?"
+    """The command line, remembered from the first look (a process killed since still has one)."""
+    if p not in _cmdlines:
+        try:
+            _cmdlines[p] = " ".join(p.cmdline())
+        except psutil.Error:
+            return "?"
+    return _cmdlines[p]
 
 
 def _servers(seen):
     return [p for p in seen.values() if "uvicorn" in _cmd(p) and p.is_running()]
+
+
+def _server_port(seen) -> int:
+    """The port of the one temporary Prefect server the command started (alive or not by now)."""
+    (server,) = [p for p in seen.values() if "uvicorn" in _cmd(p)]
+    return int(re.search(r"--port (\d+)", _cmd(server)).group(1))
 
 
 def _port_open(port: int) -> bool:
@@ -85,6 +122,28 @@ def _all_gone(seen, timeout: float = 20) -> list[str]:
             return []
         time.sleep(0.25)
     return [f"{p.pid}: {_cmd(p)}" for p in alive]
+
+
+def _group_left(pgid: int) -> list[str]:
+    """Processes still in the command's process group (it was started as a session leader)."""
+    left = []
+    for p in psutil.process_iter():
+        try:
+            if os.getpgid(p.pid) == pgid and p.status() != psutil.STATUS_ZOMBIE:
+                left.append(f"{p.pid}: {_cmd(p)}")
+        except (psutil.Error, ProcessLookupError):
+            pass
+    return left
+
+
+def _assert_nothing_left(proc: subprocess.Popen, seen, port: int) -> None:
+    assert _all_gone(seen) == []
+    assert _group_left(proc.pid) == []
+    assert not _port_open(port)
+
+
+def _flow_started(tmp_path) -> bool:
+    return "Beginning flow run" in (tmp_path / "cli.log").read_text()
 
 
 def _committed(out: str) -> bool:
@@ -158,3 +217,108 @@ def test_every_shard_task_run_is_recorded_when_the_cli_exits(prefect_server, tmp
                                            task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="shard-")))
     assert len(shard_runs) == 12
     assert {t.state.type.value for t in shard_runs} == {"COMPLETED"}
+
+
+EMBEDDING = SHARED / "models" / "MobileNetV1_embedding_coral"
+
+
+def _index_build_argv(tmp_path) -> list[str]:
+    """``pxflow index build`` of a versioned index from 8 drink gallery images (the real ONNX embedding model)."""
+    lines = (DRINK / "gallery" / "drink_label.txt").read_text(encoding="utf-8").splitlines()[:8]
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return ["index", "build", "--root", str(tmp_path / "indexes"), "--name", "drinks", "--gallery", str(labels),
+            "--gallery_root", str(DRINK / "gallery"), "--rec_model_dir", str(EMBEDDING), "--index_type", "Flat"]
+
+
+def _sigterm_mid_flow(tmp_path, proc: subprocess.Popen) -> dict[int, psutil.Process]:
+    try:
+        seen = _watch_until(proc, lambda s: _servers(s) and _flow_started(tmp_path))
+        assert _port_open(_server_port(seen))
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return seen
+
+
+@pytest.mark.slow
+def test_index_build_sigterm_mid_flow_leaves_no_server(tmp_path, shared_dir):
+    proc = _spawn(tmp_path, _index_build_argv(tmp_path))
+    seen = _sigterm_mid_flow(tmp_path, proc)
+    assert proc.returncode != 0, _log(tmp_path)  # interrupted, not a success
+    _assert_nothing_left(proc, seen, _server_port(seen))
+
+
+@pytest.mark.slow
+def test_index_build_sigkilled_mid_upload_leaves_no_server(tmp_path, shared_dir):
+    """The pxflow process SIGKILLs itself while it uploads the new version (``PXFLOW_KILL_AT``): no cleanup runs."""
+    proc = _spawn(tmp_path, _index_build_argv(tmp_path), PXFLOW_KILL_AT="index_mid_upload")
+    seen = _watch_to_exit(proc)
+    assert proc.returncode == -signal.SIGKILL, _log(tmp_path)
+    _assert_nothing_left(proc, seen, _server_port(seen))
+
+
+@pytest.fixture()
+def small_output(tmp_path, shared_dir) -> str:
+    """A small annotate output: 4 COCO images in shards of 1 (4 commits per table), written without Prefect."""
+    from tests.test_export_eval import annotate_into, coco_uris
+
+    out = str(tmp_path / "out")
+    annotate_into(out, coco_uris(4), shard_size=1)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_lake_optimize_killed_once_its_server_answers_leaves_nothing(sig, small_output, tmp_path):
+    """Optimizing 4 small commits takes less than a poll: the kill comes as soon as the server listens."""
+    proc = _spawn(tmp_path, ["lake", "optimize", "--output", small_output])
+    try:
+        seen = _watch_until(proc, lambda s: any(_port_open(_server_port({p.pid: p})) for p in _servers(s)))
+        port = _server_port(seen)
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    _assert_nothing_left(proc, seen, port)
+
+
+def test_a_slow_temporary_server_start_is_tried_once_more(tmp_path, monkeypatch, capfd):
+    """The first start gets no time at all (a start that lost the race): it is stopped and a second one serves."""
+    import httpx
+
+    from pxflow.flows.cli.server import ServerStartError, start_temporary_server
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
+    me = psutil.Process()
+
+    def uvicorns() -> list[psutil.Process]:
+        return [p for p in me.children(recursive=True) if "uvicorn" in _cmd(p) and p.status() != psutil.STATUS_ZOMBIE]
+
+    with pytest.raises(ServerStartError, match="did not answer within 0s; then .* set PREFECT_API_URL"):
+        start_temporary_server(timeouts=(0.0, 0.0))
+    assert uvicorns() == []  # both attempts stopped
+    server = start_temporary_server(timeouts=(0.0, 120.0))
+    try:
+        assert httpx.get(f"{server.api_url}/health", timeout=10).status_code == 200
+        assert [f"--port {server.port}" in _cmd(p) for p in uvicorns()] == [True]  # only the retry runs
+        assert "starting it once more" in capfd.readouterr().err
+    finally:
+        server.stop()
+    assert not _port_open(server.port)
+
+
+def test_with_prefect_api_url_set_nothing_is_started(monkeypatch):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from pxflow.flows.cli.server import prefect_session
+
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}), prefect_session() as url:
+        assert url == "http://127.0.0.1:9/api"
+        started = [_cmd(p) for p in me.children(recursive=True) if p.pid not in before]
+    assert not [c for c in started if "uvicorn" in c]

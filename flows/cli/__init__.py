@@ -6,6 +6,9 @@
 - ``pxflow annotate ...`` / ``pxflow backfill ...``: Prefect flows (:mod:`flows.cli.annotate`)
 - ``pxflow index build|append|remove ...``: PP-ShiTu index maintenance (:mod:`flows.cli.index`)
 - ``pxflow --help`` lists them all; ``pxflow --version`` prints the installed version
+
+Every subcommand that runs a flow owns its Prefect API (:mod:`flows.cli.server`); a
+:class:`~flows.cli.errors.UsageError` from any of them is one stderr line and exit status 2.
 """
 
 from __future__ import annotations
@@ -69,8 +72,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pxflow {version()}")
         return 0
     if args and args[0] in SUBCOMMANDS:
+        from .errors import UsageError, one_line
+        from .server import ServerStartError
+
         module = importlib.import_module(SUBCOMMANDS[args[0]])
-        return int(module.main(args) or 0)
+        try:
+            return int(module.main(args) or 0)
+        except UsageError as exc:  # bad input found before any work: one line, exit 2 (see run())
+            print(f"pxflow {args[0]}: {one_line(exc)}", file=sys.stderr)
+            return 2
+        except ServerStartError as exc:  # no Prefect API to run the flow on: one line, nothing left running
+            print(f"pxflow {args[0]}: {one_line(exc)}", file=sys.stderr)
+            return 1
     from .predict import main as predict_main
 
     return int(predict_main(args) or 0)

@@ -12,11 +12,11 @@ nothing, a GPU this machine cannot use) are found before any Prefect server star
 Exit status: 0 when every listed input has its row, 1 when some shard failed or some
 input failed transiently (rerun the same command to finish), 2 for usage errors.
 
-Nothing outlives the command: without ``PREFECT_API_URL`` it starts the temporary
-Prefect server itself (a child that dies with it, even on SIGKILL), points every worker
-at it, and a small reaper process ends whatever else it started (Dask workers ...) if the
-command is killed. SIGTERM ends the run like Ctrl-C: shards already committed stay, a rerun
-finishes the rest.
+Nothing outlives the command (:mod:`flows.cli.server`, shared by every flow command):
+without ``PREFECT_API_URL`` it starts the temporary Prefect server itself (a child that
+dies with it, even on SIGKILL), points every worker at it, and a small reaper process ends
+whatever else it started (Dask workers ...) if the command is killed. SIGTERM ends the run
+like Ctrl-C: shards already committed stay, a rerun finishes the rest.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ import contextlib
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
 import time
 from typing import Any
 
+from .errors import UsageError
+from .server import drain_events, prefect_session
 from .values import parse_literal
 
 
@@ -147,13 +147,18 @@ def preflight(command: str, params: dict[str, Any], write_check: bool = True) ->
     from pxflow.tasks.lake import Lake, parse_partition
     from pxflow.tasks.model_cache import checked_pipeline
 
+    from .locations import check_location
+
     options = params["options"]
+    storage = default_storage()
+    if not options.s3_block:  # a missing bucket, a wrong key: one line now (a block is read by the flow)
+        check_location(params["input"], "--input", storage)
+        check_location(params["output"], "--output", storage)
     # a GPU the shards' machine (this one) cannot use: exit 2 now, never a quiet CPU run
     local_device_check(options.runner, options.device, options.backend, _address(options))
     partition = params.get("partition")
     parse_partition(partition)
     job = job_for(params["output"], options, partition)
-    storage = default_storage()
     storage.store_for(params["output"])  # an unknown scheme fails here
     if not options.s3_block:  # with a block, its settings are read by the flow (a Prefect server is needed)
         lake = Lake(params["output"], storage)
@@ -239,136 +244,6 @@ def dry_run(command: str, params: dict[str, Any]) -> dict[str, Any]:
             "plans": out}
 
 
-#: run as ``python -c`` beside the CLI: when the CLI is gone (even SIGKILLed), end what it had started
-_REAPER = r"""
-import os, sys, time, psutil
-parent = psutil.Process(int(sys.argv[1])); me = os.getpid(); known = {}
-while os.getppid() == parent.pid:
-    try:
-        for child in parent.children(recursive=True):
-            if child.pid != me:
-                known.setdefault(child.pid, child)
-    except psutil.Error:
-        break
-    time.sleep(0.25)
-left = [p for p in known.values() if p.is_running()]
-for p in left:
-    try: p.terminate()
-    except psutil.Error: pass
-_, alive = psutil.wait_procs(left, timeout=5)
-for p in alive:
-    try: p.kill()
-    except psutil.Error: pass
-"""
-
-
-def start_reaper() -> subprocess.Popen:
-    """A watcher that ends this process's descendants once this process is gone (however it ended)."""
-    return subprocess.Popen([sys.executable, "-c", _REAPER, str(os.getpid())], stdin=subprocess.DEVNULL,
-                            start_new_session=True)
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    """Linux: the child gets SIGKILL when the CLI dies (prctl PR_SET_PDEATHSIG), and leaves our terminal group."""
-    os.setsid()
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
-
-
-class TemporaryServer:
-    """Prefect's API server (the ephemeral one Prefect would start itself), as a child of this command."""
-
-    def __init__(self) -> None:
-        self.process: subprocess.Popen | None = None
-        self.api_url = ""
-
-    @staticmethod
-    def _port() -> int:
-        import socket
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            return sock.getsockname()[1]
-
-    def start(self, timeout: float = 120.0) -> str:
-        import httpx
-        import prefect
-        from prefect.settings import get_current_settings
-
-        self.port = self._port()
-        env = {**os.environ, **get_current_settings().to_environment_variables(exclude_unset=True),
-               "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
-        env.pop("PREFECT_API_URL", None)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
-             "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
-             "--log-level", "error", "--lifespan", "on"],
-            env=env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
-        )
-        self.api_url = f"http://127.0.0.1:{self.port}/api"
-        deadline = time.monotonic() + timeout
-        with httpx.Client() as client:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"the temporary Prefect server exited with code {self.process.returncode}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get(f"{self.api_url}/health", timeout=2).status_code == 200:
-                        return self.api_url
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"the temporary Prefect server did not answer within {timeout:.0f}s")
-
-    def stop(self) -> None:
-        process = getattr(self, "process", None)
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-@contextlib.contextmanager
-def prefect_api():
-    """The Prefect API for this command: ``PREFECT_API_URL`` when set, else a temporary server of our own."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    if PREFECT_API_URL.value():
-        yield PREFECT_API_URL.value()
-        return
-    from prefect.context import refresh_global_settings_context
-
-    server = TemporaryServer()
-    url = server.start()
-    # worker processes (Dask, process pool, Ray) inherit the variable; background threads (events, logs)
-    # read the process-global settings, refreshed from it: nothing falls back to a server of its own
-    os.environ["PREFECT_API_URL"] = url
-    refresh_global_settings_context()
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: url}):
-            yield url
-    finally:
-        drain_events(timeout=10)  # while the server still listens: Prefect's own at-exit drain would wait on it forever
-        os.environ.pop("PREFECT_API_URL", None)
-        refresh_global_settings_context()
-        server.stop()
-
-
-def drain_events(timeout: float) -> None:
-    """Send every queued Prefect event and log line now."""
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-
-    with contextlib.suppress(Exception):
-        EventsWorker.drain_all(timeout=timeout)
-    with contextlib.suppress(Exception):
-        APILogWorker.drain_all(timeout=timeout)
-
-
 def flush_events(flow_run_id: Any, expected_task_runs: int | None, timeout: float = 15.0) -> int | None:
     """Send every queued event and log, then wait until the server has recorded the run's shard task runs.
 
@@ -403,10 +278,6 @@ def flush_events(flow_run_id: Any, expected_task_runs: int | None, timeout: floa
     return seen
 
 
-def _terminate(signum, frame) -> None:  # SIGTERM ends the run like Ctrl-C (cleanup runs)
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
     parser = build_parser(command)
@@ -427,17 +298,12 @@ def main(argv: list[str]) -> int:
         if args.dry_run:
             print(json.dumps(dry_run(command, params), indent=1, default=str))
             return 0
+    except UsageError:
+        raise  # one line (flows.cli.main), not argparse's usage text
     except (ValidationError, ValueError, TypeError) as exc:
         parser.error(str(exc))
 
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    reaper = start_reaper()
-    try:
-        return _run(command, args, params)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        with contextlib.suppress(Exception):
-            reaper.wait(timeout=0)  # it ends by itself once this process is gone
+    return _run(command, args, params)
 
 
 def _run(command: str, args: argparse.Namespace, params: dict[str, Any]) -> int:
@@ -445,7 +311,7 @@ def _run(command: str, args: argparse.Namespace, params: dict[str, Any]) -> int:
     from pxflow.flows.backfill import backfill
     from pxflow.flows.progress import set_progress_callback
 
-    with prefect_api():
+    with prefect_session():
         progress = _Progress(args.no_progress)
         set_progress_callback(progress)
         try:

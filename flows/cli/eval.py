@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any, Callable
+
+from .errors import one_line
+from .locations import check_location
+from .server import PrefectScope
 
 
 def add_table_args(p: argparse.ArgumentParser) -> None:
@@ -32,21 +35,30 @@ def add_table_args(p: argparse.ArgumentParser) -> None:
                    help="Prefect Secret block with S3 settings (JSON)")
 
 
-def check_tables(prog: str, args: argparse.Namespace, files: dict[str, str | None]) -> str | None:
+def check_tables(prog: str, args: argparse.Namespace, files: dict[str, str | None],
+                 prefect: PrefectScope) -> str | None:
     """Usage checks before any flow starts: the files exist, the tables exist, the run key resolves.
 
-    Prints one line and returns None on a usage error; else returns the run key.
+    Prints one line and returns None on a usage error; else returns the run key. Only with
+    ``--s3-block`` does the Prefect API start first (the block's settings are read through it).
     """
     from pxflow.flows.evaluate import TableError, lake_for, resolve_run_key
 
     try:
+        if args.s3_block:
+            prefect.ensure()
+        else:
+            # a missing bucket, a wrong key: one line now (``--out``: pxflow export's file)
+            for flag, uri in (("--output", args.output), ("--out", getattr(args, "out", None))):
+                if uri:
+                    check_location(uri, flag)
         lake = lake_for(args.output, args.s3_block)
         for flag, path in files.items():
             if path and not lake.storage.exists(path):
                 raise TableError(f"{flag} {path}: no such file")
         return resolve_run_key(lake, args.run_key, args.partition)
     except (TableError, ValueError, OSError) as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
+        print(f"{prog}: {one_line(exc)}", file=sys.stderr)
         return None
 
 
@@ -79,17 +91,17 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv[1:] if argv and argv[0] == "eval" else argv)
     if args.gt is None and args.labels is None:
         parser.error("give --gt (COCO ground truth) and/or --labels (PP-ShiTuV2 recall@1)")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    run_key = check_tables("pxflow eval", args, {"--gt": args.gt, "--labels": args.labels})
-    if run_key is None:
-        return 2
-
     from pxflow.flows.evaluate import evaluate
 
-    params = {"output": args.output, "gt": args.gt, "iou_type": args.iou_type, "run_key": run_key,
-              "labels": args.labels, "labels_root": args.labels_root, "partition": args.partition,
-              "s3_block": args.s3_block}
-    code, result = run_flow("pxflow eval", evaluate, params)
+    with PrefectScope() as prefect:
+        run_key = check_tables("pxflow eval", args, {"--gt": args.gt, "--labels": args.labels}, prefect)
+        if run_key is None:
+            return 2
+        params = {"output": args.output, "gt": args.gt, "iou_type": args.iou_type, "run_key": run_key,
+                  "labels": args.labels, "labels_root": args.labels_root, "partition": args.partition,
+                  "s3_block": args.s3_block}
+        prefect.ensure()
+        code, result = run_flow("pxflow eval", evaluate, params)
     if code:
         return code
     for key in ("AP", "AP50", "AP75", "APs", "APm", "APl", "recall@1"):

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 from .eval import add_table_args, check_tables, run_flow
+from .server import PrefectScope
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,17 +36,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv[1:] if argv and argv[0] == "export" else argv)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     prog = f"pxflow export {args.what}"
-    run_key = check_tables(prog, args, {"--gt": args.gt})
-    if run_key is None:
-        return 2
-
     from pxflow.flows.evaluate import export_coco
 
-    params = {"output": args.output, "out": args.out, "run_key": run_key, "gt": args.gt, "format": args.format,
-              "partition": args.partition, "s3_block": args.s3_block}
-    code, result = run_flow(prog, export_coco, params)
+    with PrefectScope() as prefect:
+        run_key = check_tables(prog, args, {"--gt": args.gt}, prefect)
+        if run_key is None:
+            return 2
+        params = {"output": args.output, "out": args.out, "run_key": run_key, "gt": args.gt, "format": args.format,
+                  "partition": args.partition, "s3_block": args.s3_block}
+        prefect.ensure()
+        code, result = run_flow(prog, export_coco, params)
     if code:
         return code
     print(json.dumps(result, ensure_ascii=False, default=str))

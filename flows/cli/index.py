@@ -35,12 +35,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from pxflow.pipelines.models.backends import backend_names
+
+from .errors import UsageError, one_line
+from .server import PrefectScope
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,10 +163,6 @@ def summary(data: Any) -> dict[str, Any]:
     }
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv[1:] if argv and argv[0] == "index" else argv)
     if getattr(args, "root", None) or args.action in VERSIONED_ONLY:
@@ -222,7 +222,7 @@ def folder_main(args: argparse.Namespace) -> int:
             print(json.dumps(summary(IndexData.load(args.index)), ensure_ascii=False, indent=1))
             return 0
     except (IndexFormatError, ValueError, FileNotFoundError, InputError) as exc:
-        print(f"pxflow index: {_one_line(exc)}", file=sys.stderr)
+        print(f"pxflow index: {one_line(exc)}", file=sys.stderr)
         return 2
     data.save(target)
     print(json.dumps({"index": target, **summary(data)}, ensure_ascii=False))
@@ -261,23 +261,25 @@ def _flow_model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"features": features, "s3_block": args.s3_block}
 
 
-def _run_versioned(args: argparse.Namespace) -> Any:
+def _versioned_call(args: argparse.Namespace) -> Callable[[], Any]:
+    """Check ``args`` (raising one-line errors) and return the call that does the work.
+
+    Every check reads storage only, so a bad request ends before any Prefect server starts.
+    """
     from pxflow.flows import index as flows
 
     common = {"root": args.root, "name": args.name}
     if args.action == "list":
-        from pxflow.pipelines.retrieval.versions import IndexRepo
-        from pxflow.tasks.credentials import storage_for
-
-        return IndexRepo(args.root, args.name, storage_for(args.s3_block)).list()
+        return _repo(args).list
     if args.action in ("build", "append", "refresh") and not args.gallery:
-        raise UsageError(f"pxflow index {args.action}: --gallery is required (label file, manifest with a label column, or a folder with one label file)")
+        raise UsageError("--gallery is required (label file, manifest with a label column, or a folder with one label file)")
     if args.action == "build":
-        return flows.index_build(**common, gallery=args.gallery, index_type=args.index_type, metric_type=args.metric_type, **_flow_model_kwargs(args))
+        return functools.partial(flows.index_build, **common, gallery=args.gallery, index_type=args.index_type,
+                                 metric_type=args.metric_type, **_flow_model_kwargs(args))
     if args.action == "append":
-        return flows.index_append(**common, gallery=args.gallery, **_flow_model_kwargs(args))
+        return functools.partial(flows.index_append, **common, gallery=args.gallery, **_flow_model_kwargs(args))
     if args.action == "refresh":
-        return flows.index_refresh(**common, gallery_prefix=args.gallery, **_flow_model_kwargs(args))
+        return functools.partial(flows.index_refresh, **common, gallery_prefix=args.gallery, **_flow_model_kwargs(args))
     if args.action == "remove":
         ids = [int(v) for v in args.ids.split(",") if v.strip()] if args.ids else []
         if args.ids_file:
@@ -287,17 +289,14 @@ def _run_versioned(args: argparse.Namespace) -> Any:
         if not ids and not args.label:
             raise UsageError("give --ids, --ids_file or --label")
         _precheck_remove(args, ids)
-        return flows.index_remove(**common, ids=ids or None, labels=args.label or None, s3_block=args.s3_block)
+        return functools.partial(flows.index_remove, **common, ids=ids or None, labels=args.label or None,
+                                 s3_block=args.s3_block)
     if args.action == "rollback":
         _repo(args).manifest(args.version)  # an unknown version: one line, before any flow starts
-        return flows.index_rollback(**common, version=args.version, s3_block=args.s3_block)
+        return functools.partial(flows.index_rollback, **common, version=args.version, s3_block=args.s3_block)
     if args.action == "gc":
-        return flows.index_gc(**common, keep=args.keep, s3_block=args.s3_block)
+        return functools.partial(flows.index_gc, **common, keep=args.keep, s3_block=args.s3_block)
     raise UsageError(f"pxflow index {args.action} works on folders (--index DIR), not on --root/--name")
-
-
-class UsageError(ValueError):
-    pass
 
 
 def _repo(args: argparse.Namespace):
@@ -326,15 +325,29 @@ def versioned_main(args: argparse.Namespace) -> int:
     images skipped, 2 usage/index errors (one line on stderr)."""
     from pxflow.pipelines.io.errors import InputError
     from pxflow.pipelines.retrieval import IndexFormatError
+    from pxflow.pipelines.retrieval.versions import VersionError, check_name
+
+    from .locations import check_location
 
     if not args.root or not args.name:
         print(f"pxflow index {args.action}: --root and --name are required", file=sys.stderr)
         return 2
     try:
-        with stdout_to_stderr():
-            result = _run_versioned(args)
+        with stdout_to_stderr(), PrefectScope() as prefect:
+            try:
+                check_name(args.name)  # '../../etc' or 'x/y' would write outside --root/NAME
+            except VersionError as exc:
+                raise UsageError(f"--name: {exc}") from None
+            if args.s3_block:  # the block's S3 settings are read through the Prefect API
+                prefect.ensure()
+            else:
+                check_location(args.root, "--root")  # a missing bucket, a wrong key: one line now
+            call = _versioned_call(args)
+            if args.action != "list":  # every other command runs a flow
+                prefect.ensure()
+            result = call()
     except (IndexFormatError, ValueError, FileNotFoundError, InputError) as exc:
-        print(f"pxflow index {args.action}: {_one_line(exc)}", file=sys.stderr)
+        print(f"pxflow index {args.action}: {one_line(exc)}", file=sys.stderr)
         return 2
     if args.action == "list" and not args.json:
         for row in result:

@@ -13,15 +13,18 @@ referencing more than ``--retention-hours`` ago (default 168) and, without ``--t
 holding a pending swap); it deletes for real unless ``--dry-run``. A retention below 1 h (``flows.maintenance.MIN_RETENTION_HOURS``) is refused
 unless ``--force``: readers that opened the table earlier than that could lose files.
 The last stdout line is a JSON report. Exit status: 0 ok, 1 the flow failed, 2 usage errors
-(checked before any flow starts).
+(checked before any flow or Prefect server starts: one stderr line, e.g. a missing bucket).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
+
+from .errors import one_line
+from .locations import check_location
+from .server import PrefectScope
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,34 +55,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv[1:] if argv and argv[0] == "lake" else argv)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from pxflow.flows.maintenance import RetentionTooShortError, check_retention, existing_tables
+    from pxflow.flows.maintenance import (RetentionTooShortError, check_retention, existing_tables, optimize_tables,
+                                          vacuum_tables)
 
     prog = f"pxflow lake {args.action}"
-    try:
-        if args.action == "vacuum":
-            check_retention(args.retention_hours, args.force)
-        found = existing_tables(args.output, args.s3_block)
-    except (RetentionTooShortError, ValueError, OSError) as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return 2
-    if not found:
-        print(f"{prog}: no Delta tables (images, objects, runs) under {args.output}", file=sys.stderr)
-        return 2
+    with PrefectScope() as prefect:
+        try:
+            if args.action == "vacuum":
+                check_retention(args.retention_hours, args.force)
+            if args.s3_block:  # the block's S3 settings are read through the Prefect API
+                prefect.ensure()
+            else:
+                check_location(args.output, "--output")  # a missing bucket, a wrong key: one line now
+            found = existing_tables(args.output, args.s3_block)
+        except (RetentionTooShortError, ValueError, OSError) as exc:
+            print(f"{prog}: {one_line(exc)}", file=sys.stderr)
+            return 2
+        if not found:
+            print(f"{prog}: no Delta tables (images, objects, runs) under {args.output}", file=sys.stderr)
+            return 2
 
-    from pxflow.flows.maintenance import optimize_tables, vacuum_tables
-
-    if args.action == "optimize":
-        state = optimize_tables(output=args.output, tables=args.table, target_size=args.target_size,
-                                s3_block=args.s3_block, return_state=True)
-    else:
-        state = vacuum_tables(output=args.output, retention_hours=args.retention_hours, dry_run=args.dry_run,
-                              force=args.force, full=args.full, tables=args.table, s3_block=args.s3_block,
-                              return_state=True)
-    try:
-        result = state.result()
-    except Exception as exc:
-        print(f"{prog}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        prefect.ensure()
+        if args.action == "optimize":
+            state = optimize_tables(output=args.output, tables=args.table, target_size=args.target_size,
+                                    s3_block=args.s3_block, return_state=True)
+        else:
+            state = vacuum_tables(output=args.output, retention_hours=args.retention_hours, dry_run=args.dry_run,
+                                  force=args.force, full=args.full, tables=args.table, s3_block=args.s3_block,
+                                  return_state=True)
+        try:
+            result = state.result()
+        except Exception as exc:
+            print(f"{prog}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
     print(json.dumps(result, default=str))
     return 0

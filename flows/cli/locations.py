@@ -1,0 +1,55 @@
+"""Checking a command's S3 locations before any work, so a wrong bucket or key is one clear line.
+
+Without this, a missing bucket or a wrong secret key surfaced deep inside delta-rs or a flow
+run, as a multi-line ``Generic S3 error`` or a traceback, after a Prefect server had started.
+One ``ListObjectsV2`` (the read every command does first anyway) tells them apart by the
+server's error code, and :class:`~pxflow.flows.cli.errors.UsageError` says what to fix.
+"""
+
+from __future__ import annotations
+
+from pxflow.pipelines.io.storage import Storage, default_storage
+
+from .errors import UsageError, one_line
+
+#: S3 error code -> (cause, fix); ``{bucket}`` and ``{endpoint}`` are filled in
+_S3_CAUSES = {
+    "NoSuchBucket": ("the bucket {bucket!r} does not exist on {endpoint}",
+                     "create it, or fix the bucket name"),
+    "InvalidAccessKeyId": ("the S3 server does not know the access key (InvalidAccessKeyId)",
+                           "check AWS_ACCESS_KEY_ID (or the --s3-block settings)"),
+    "SignatureDoesNotMatch": ("the S3 server rejected the secret key (SignatureDoesNotMatch)",
+                              "check AWS_SECRET_ACCESS_KEY (or the --s3-block settings)"),
+    "AccessDenied": ("these credentials may not list {bucket!r} (AccessDenied)",
+                     "grant them s3:ListBucket and s3:PutObject there, or use other credentials"),
+    "403": ("the S3 server refused the request (403)", "check the credentials and their permissions"),
+}
+
+
+def check_location(uri: str, flag: str, storage: Storage | None = None) -> None:
+    """Raise :class:`UsageError` (``<flag> <uri>: <cause>; <fix>``) when ``uri`` is an S3 location that the
+    credentials cannot read; other schemes pass (their errors are already one line)."""
+    storage = storage or default_storage()
+    from pxflow.pipelines.io.stores.s3 import S3Store, s3_error_code
+
+    store = storage.store_for(uri)
+    if not isinstance(store, S3Store):
+        return
+    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+
+    endpoint = store.settings.resolved_endpoint() or "AWS"
+    try:
+        store.is_dir(uri)
+    except NoCredentialsError:
+        raise UsageError(f"{flag} {uri}: no S3 credentials found; set AWS_ACCESS_KEY_ID and "
+                         "AWS_SECRET_ACCESS_KEY (or give --s3-block)") from None
+    except EndpointConnectionError:
+        raise UsageError(f"{flag} {uri}: cannot reach the S3 endpoint {endpoint}; check AWS_ENDPOINT_URL "
+                         "(or the --s3-block settings)") from None
+    except (BotoCoreError, OSError) as exc:
+        raise UsageError(f"{flag} {uri}: {one_line(exc)}") from None
+    except ClientError as exc:  # the server answered with an error code
+        code = s3_error_code(exc)
+        cause, fix = _S3_CAUSES.get(code, (f"the S3 server answered {code}: {one_line(exc)}", "check the location"))
+        bucket = store.parse(uri).bucket
+        raise UsageError(f"{flag} {uri}: {cause.format(bucket=bucket, endpoint=endpoint)}; {fix}") from None

@@ -1,0 +1,252 @@
+"""The Prefect API of one ``pxflow`` command, and the promise that nothing the command started outlives it.
+
+Every subcommand that runs a flow (annotate, backfill, index, lake, eval, export) enters
+:func:`prefect_session` around its flow calls. Without ``PREFECT_API_URL`` the session starts
+Prefect's API server itself (the uvicorn app Prefect's ephemeral mode runs) as a child that gets
+SIGKILL when the command dies (``PR_SET_PDEATHSIG``), instead of letting Prefect start its own
+ephemeral server: Prefect's survives a SIGKILLed or SIGTERMed command, and under load its 20 s
+start-up wait fails the run. Ours waits longer and is started once more when it is slow.
+With ``PREFECT_API_URL`` set that server is used and nothing is started.
+
+The session also turns SIGTERM into ``SystemExit`` (cleanup runs, like Ctrl-C) and starts a small
+reaper process that ends the command's other descendants (Dask or process-pool workers) once
+the command is gone, however it ended.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Iterator
+
+#: seconds one start of the temporary server may take before it is stopped and started once more
+STARTUP_TIMEOUT_S = 120.0
+#: the number of starts tried (the first and one retry)
+STARTUP_ATTEMPTS = 2
+
+
+class ServerStartError(RuntimeError):
+    """The temporary Prefect server did not come up (a message of one line, with the way out)."""
+
+
+#: run as ``python -c`` beside the CLI: when the CLI is gone (even SIGKILLed), end what it had started
+_REAPER = r"""
+import os, sys, time, psutil
+parent = psutil.Process(int(sys.argv[1])); me = os.getpid(); known = {}
+while os.getppid() == parent.pid:
+    try:
+        for child in parent.children(recursive=True):
+            if child.pid != me:
+                known.setdefault(child.pid, child)
+    except psutil.Error:
+        break
+    time.sleep(0.25)
+left = [p for p in known.values() if p.is_running()]
+for p in left:
+    try: p.terminate()
+    except psutil.Error: pass
+_, alive = psutil.wait_procs(left, timeout=5)
+for p in alive:
+    try: p.kill()
+    except psutil.Error: pass
+"""
+
+_reaper: subprocess.Popen | None = None
+
+
+def start_reaper() -> subprocess.Popen:
+    """A watcher that ends this process's descendants once this process is gone (however it ended).
+
+    One per process: it watches every descendant, so later sessions of the same process share it.
+    """
+    global _reaper
+    if _reaper is None or _reaper.poll() is not None:
+        _reaper = subprocess.Popen([sys.executable, "-c", _REAPER, str(os.getpid())], stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+    return _reaper
+
+
+def _die_with(parent_pid: int):
+    """``preexec_fn`` of the server: SIGKILL when this process dies, out of our terminal's process group."""
+
+    def setup() -> None:  # pragma: no cover - runs in the forked child
+        os.setsid()
+        with contextlib.suppress(Exception):
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent_pid:  # the parent died between fork and prctl: nobody would signal us
+            os._exit(1)
+
+    return setup
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class TemporaryServer:
+    """Prefect's API server (the ephemeral one Prefect would start itself), as a child of this command."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen | None = None
+        self.port = 0
+        self.api_url = ""
+
+    def start(self, timeout: float = STARTUP_TIMEOUT_S) -> str:
+        """Start the server and wait until ``/health`` answers; stopped again on any failure or signal."""
+        import prefect
+        from prefect.settings import get_current_settings
+
+        self.port = _free_port()
+        env = {**os.environ, **get_current_settings().to_environment_variables(exclude_unset=True),
+               "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+        env.pop("PREFECT_API_URL", None)
+        self.api_url = f"http://127.0.0.1:{self.port}/api"
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
+                 "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
+                 "--log-level", "error", "--lifespan", "on"],
+                env=env, stdin=subprocess.DEVNULL, preexec_fn=_die_with(os.getpid()),
+            )
+            self._wait_healthy(timeout)
+        except BaseException:  # a timeout, an early exit, SIGTERM or Ctrl-C while waiting
+            self.stop()
+            raise
+        return self.api_url
+
+    def _wait_healthy(self, timeout: float) -> None:
+        import httpx
+
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        with httpx.Client() as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise ServerStartError(f"the temporary Prefect server exited with code {self.process.returncode}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get(f"{self.api_url}/health", timeout=2).status_code == 200:
+                        return
+                time.sleep(0.2)
+        raise ServerStartError(f"the temporary Prefect server did not answer within {timeout:.0f}s")
+
+    def stop(self) -> None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def start_temporary_server(timeouts: tuple[float, ...] = (STARTUP_TIMEOUT_S,) * STARTUP_ATTEMPTS) -> TemporaryServer:
+    """A started :class:`TemporaryServer`; a start that fails or is slow is stopped and tried once more
+    (``timeouts``: one per attempt), because on a loaded machine the first start can lose the race."""
+    failures: list[str] = []
+    for timeout in timeouts:
+        server = TemporaryServer()
+        try:
+            server.start(timeout)
+            return server
+        except ServerStartError as exc:
+            failures.append(str(exc))
+            if len(failures) < len(timeouts):
+                print(f"pxflow: {exc}; starting it once more", file=sys.stderr)
+    raise ServerStartError(f"{'; then '.join(failures)}: set PREFECT_API_URL to a running Prefect server "
+                           "(prefect server start), or rerun when the machine is less busy")
+
+
+@contextlib.contextmanager
+def prefect_api() -> Iterator[str]:
+    """The Prefect API for this command: ``PREFECT_API_URL`` when set, else a temporary server of our own."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield PREFECT_API_URL.value()
+        return
+    from prefect.context import refresh_global_settings_context
+
+    server = start_temporary_server()
+    url = server.api_url
+    # worker processes (Dask, process pool, Ray) inherit the variable; background threads (events, logs)
+    # read the process-global settings, refreshed from it: nothing falls back to a server of its own
+    os.environ["PREFECT_API_URL"] = url
+    refresh_global_settings_context()
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
+    finally:
+        drain_events(timeout=10)  # while the server still listens: Prefect's own at-exit drain would wait on it forever
+        os.environ.pop("PREFECT_API_URL", None)
+        refresh_global_settings_context()
+        server.stop()
+
+
+def drain_events(timeout: float) -> None:
+    """Send every queued Prefect event and log line now."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    with contextlib.suppress(Exception):
+        EventsWorker.drain_all(timeout=timeout)
+    with contextlib.suppress(Exception):
+        APILogWorker.drain_all(timeout=timeout)
+
+
+def _terminate(signum: int, frame: Any) -> None:  # SIGTERM ends the run like Ctrl-C (cleanup runs)
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def prefect_session() -> Iterator[str]:
+    """Around a command's flow calls: SIGTERM as ``SystemExit``, the reaper, and :func:`prefect_api`."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        start_reaper()
+        with prefect_api() as url:
+            yield url
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class PrefectScope:
+    """A :func:`prefect_session` entered on first need and left with the block.
+
+    Commands check their arguments before any server starts; only a check that reads a Prefect
+    block (``--s3-block``) needs the API first, so it calls :meth:`ensure` earlier::
+
+        with PrefectScope() as prefect:
+            if args.s3_block:
+                prefect.ensure()
+            check(args)
+            prefect.ensure()
+            run_the_flow()
+    """
+
+    def __init__(self) -> None:
+        self._stack = contextlib.ExitStack()
+        self.url: str | None = None
+
+    def ensure(self) -> str:
+        if self.url is None:
+            self.url = self._stack.enter_context(prefect_session())
+        return self.url
+
+    def __enter__(self) -> "PrefectScope":
+        return self
+
+    def __exit__(self, *exc: Any) -> bool:
+        return bool(self._stack.__exit__(*exc))
