@@ -44,6 +44,7 @@ from pxflow.tasks.plan import PlanStats, plan
 from .options import AnnotateOptions
 from .progress import report
 from .runners import get_runner, gpu_slot_tags, local_device_check, make_task_runner, submit_context, threads_per_worker, worker_device
+from .report import publish_report
 from .summary import publish_summary, run_summary
 
 
@@ -217,6 +218,7 @@ def _annotate(job: AnnotateJob, input: str, output: str, options: AnnotateOption
     checkpoint("before_runs_row")
     summary = run_summary(job, input, options, outcome, lake, started, run_id, pruned)
     publish_summary(summary)
+    publish_report(lake, run_id, logger)  # best effort: a warning, never a failed run
     logger.info(
         "listed %d inputs (%d unchanged, %d new, %d changed, %d retried), %d inferred (%d errors), %d objects; "
         "%d/%d shards committed",

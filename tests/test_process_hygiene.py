@@ -296,7 +296,11 @@ def test_a_slow_temporary_server_start_is_tried_once_more(tmp_path, monkeypatch,
     me = psutil.Process()
 
     def uvicorns() -> list[psutil.Process]:
-        return [p for p in me.children(recursive=True) if "uvicorn" in _cmd(p) and p.status() != psutil.STATUS_ZOMBIE]
+        return [p for p in me.children(recursive=True) if "uvicorn" in _cmd(p) and p.status() != psutil.STATUS_ZOMBIE
+                and p.pid not in others]
+
+    others: set[int] = set()
+    others = {p.pid for p in uvicorns()}  # the session's own Prefect server (tests/support/prefect_server.py), if started
 
     with pytest.raises(ServerStartError, match="did not answer within 0s; then .* set PREFECT_API_URL"):
         start_temporary_server(timeouts=(0.0, 0.0))

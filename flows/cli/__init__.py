@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "eval": "pxflow.flows.cli.eval",
     "lake": "pxflow.flows.cli.lake",
     "serve": "pxflow.flows.cli.serve",
+    "report": "pxflow.flows.cli.report",
 }
 
 DESCRIPTIONS = {
@@ -35,6 +36,7 @@ DESCRIPTIONS = {
     "export": "export an annotate output as COCO results or a COCO dataset",
     "lake": "maintain the output tables (optimize, vacuum)",
     "serve": "serve the pipelines over HTTP",
+    "report": "the HTML report of an annotate run (samples drawn, classes, scores, errors, changes)",
 }
 
 
