@@ -26,13 +26,15 @@ COCO_MINI = SHARED / "data" / "coco_val_mini"
 DRINK = SHARED / "data" / "drink_dataset_v1.0"
 
 
-def require_shared() -> Path:
-    """Return ../shared, or skip (developer machine) / fail (CI) when it is absent."""
-    if SHARED.is_dir():
+def require_shared(*needed: Path) -> Path:
+    """Return ../shared, or skip (developer machine) / fail (CI) when it, or any of ``needed``
+    inside it (a model or data folder added later than the others), is absent."""
+    missing = [p for p in (SHARED, *needed) if not Path(p).exists()]
+    if not missing:
         return SHARED
     if os.environ.get("CI"):
-        pytest.fail(f"CI needs ../shared beside the clone (looked at {SHARED})")
-    pytest.skip(f"../shared not found at {SHARED}: real-model tests need it")
+        pytest.fail(f"CI needs ../shared beside the clone with {missing[0]} (looked at {SHARED})")
+    pytest.skip(f"{missing[0]} not found: real-model tests need ../shared with it")
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,18 @@ class LoadedModel:
     backend: Backend
 
 
+def reported_model_name(spec: ModelSpec, model_name: str | None, model_dir: str | None) -> str:
+    """The name results, rows and index lineage record for a model.
+
+    A given ``model_dir`` is what runs, so it names itself (its ``inference.yml``'s
+    ``Global.model_name``, else its folder name): a pipeline YAML keeps its default
+    ``model_name`` (``PP-ShiTuV2_rec``) when only ``model_dir`` is overridden, and that
+    default would then describe weights that never ran. Without a directory the name
+    is the one asked for (the official model of that name was resolved).
+    """
+    return spec.model_name if model_dir else str(model_name or spec.model_name)
+
+
 def open_model(
     model_name: str | None = None,
     model_dir: str | None = None,
@@ -25,10 +37,10 @@ def open_model(
     backend: str = "auto",
     cpu_threads: int | None = None,
 ) -> LoadedModel:
-    """``model_dir`` wins over ``model_name`` (as in PaddleX); the reported name prefers ``model_name``."""
+    """``model_dir`` wins over ``model_name`` (as in PaddleX), for the files and the reported name alike."""
     spec = load_model_spec(resolve_model_dir(model_name, model_dir))
     return LoadedModel(
         spec=spec,
-        model_name=model_name or spec.model_name,
+        model_name=reported_model_name(spec, model_name, model_dir),
         backend=create_backend(spec, backend=backend, device=device, threads=cpu_threads),
     )

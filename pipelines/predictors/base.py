@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Mapping, Sequence, TypeVar
 
-from ..models import load_model_spec, resolve_model_dir
+from ..models import load_model_spec, reported_model_name, resolve_model_dir
 from ..settings import PxflowSettings
 
 
@@ -79,12 +79,12 @@ class Predictor(ABC):
     def identity(cls, sub: Mapping[str, Any], role: str) -> ModelIdentity:
         """Name and checksum of the model files this section points at (no backend is loaded).
 
-        A given ``model_dir`` names the model by its own ``inference.yml``: the config's
-        default ``model_name`` may not describe the files.
+        Named as the loaded model reports itself (:func:`reported_model_name`): a run key and
+        the rows it writes never disagree on the name.
         """
         name, directory = model_source(sub)
         spec = load_model_spec(resolve_model_dir(name, directory))
-        return ModelIdentity(role, spec.model_name if directory else str(name), spec.sha256())
+        return ModelIdentity(role, reported_model_name(spec, name, directory), spec.sha256())
 
 
 P = TypeVar("P", bound=Predictor)
