@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -139,10 +139,3 @@ def resolve_uris(images: Iterable[ReviewImage], uris: Iterable[str]) -> int:
             resolved += 1
     return resolved
 
-
-def rows_as_images(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Distinct images of ground-truth rows (first row of each), in file order."""
-    seen: dict[str, Mapping[str, Any]] = {}
-    for row in rows:
-        seen.setdefault(row.get("image_uri") or row["file_name"], row)
-    return list(seen.values())
