@@ -217,6 +217,18 @@ def evaluate_rows(images: list[dict], objects: list[dict], gt=None, iou_type: st
     return result
 
 
+#: ``--gt lake``: evaluate against the output's own ``ground_truth`` table
+LAKE_GT = "lake"
+
+
+def lake_ground_truth(lake: Lake, objects: list[dict], source: str | None = None) -> tuple[Any, dict[str, Any]]:
+    """``(COCO, import)`` of the latest ground-truth import (of ``source``), classes matched to the run by name."""
+    from pxflow.tasks.ground_truth import latest_import, read_import
+
+    chosen = latest_import(lake, source)
+    return ev.ground_truth_dataset(read_import(lake, chosen["import_id"]), _labels_by_cls(objects)), chosen
+
+
 def read_labels(label_file: str, root: str | None = None) -> dict[str, str]:
     """``image URI -> label`` of a gallery label file (``path<TAB>label``, pxflow.pipelines.retrieval.gallery)."""
     from pxflow.pipelines.retrieval.gallery import load_gallery
@@ -235,8 +247,12 @@ def evaluate(
     labels_root: str | None = None,
     partition: str | None = None,
     s3_block: str | None = None,
+    gt_source: str | None = None,
 ) -> dict[str, Any]:
-    """COCOeval of one run key against ``gt`` (and recall@1 against the label file ``labels``)."""
+    """COCOeval of one run key against ``gt`` (and recall@1 against the label file ``labels``).
+
+    ``gt="lake"``: the latest import of the output's ``ground_truth`` table (of ``gt_source`` when given).
+    """
     if gt is None and labels is None:
         raise ValueError("give a COCO ground truth (gt) and/or a label file (labels)")
     logger = get_run_logger()
@@ -244,10 +260,17 @@ def evaluate(
     lake = lake_for(output, s3_block)
     run_key = resolve_run_key(lake, run_key, partition)
     images, objects, pipeline = load_rows(lake, run_key, partition)
-    truth = ev.load_coco(_local(gt, lake)) if gt else None
+    gt_import = None
+    if gt == LAKE_GT:  # the output's ground_truth table (pxflow import-gt)
+        truth, gt_import = lake_ground_truth(lake, objects, gt_source)
+    else:
+        truth = ev.load_coco(_local(gt, lake)) if gt else None
     result = evaluate_rows(images, objects, truth, iou_type, read_labels(labels, labels_root) if labels else None)
     result = {**result, "run_key": run_key, "pipeline": pipeline, "output": lake.output, "gt": gt, "labels": labels,
               "seconds": round(time.perf_counter() - started, 3)}
+    if gt_import is not None:
+        result.update(gt_import=gt_import["import_id"], gt_source=gt_import["source"],
+                      gt_source_version=gt_import["source_version"], gt_imported_at=str(gt_import["imported_at"]))
     publish_evaluation(result)
     logger.info("evaluation of run %s: %s", run_key, json.dumps({k: result.get(k) for k in ("AP", "AP50", "recall@1")}))
     return result

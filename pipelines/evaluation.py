@@ -43,6 +43,8 @@ def image_id_for(uri: str, coco) -> int:
             found = by_path.get("/".join(parts[start:]))
             if found is not None:
                 return int(found)
+    if getattr(coco, "pxflow_match_names_only", False):  # synthetic ids (ground_truth_dataset): no stem fallback
+        raise ValueError(f"{uri} is not in the ground truth")
     return int(os.path.splitext(name)[0])
 
 
@@ -237,3 +239,42 @@ def recall_at_1(top_labels: Mapping[str, str | None], truth: Mapping[str, str]) 
         "recall_images": len(scored),
         "recall_hits": hits,
     }
+
+
+def ground_truth_dataset(rows: Iterable[Mapping[str, Any]], labels: Mapping[int, str | None]):
+    """A pycocotools ``COCO`` of ``ground_truth`` rows (one import), its classes aligned on a run's class ids.
+
+    Reviewed labels are names, so classes match **by name**: category ``cls_id + 1`` is named by the run's
+    label of that class (:func:`table_categories`, the index mapping of :func:`detections_from_boxes`), and a
+    ground-truth name the run never predicted gets an id after those. Images are the rows' ``image_uri`` (or
+    ``file_name`` when the import could not resolve it), matched to the run's URIs by :func:`image_id_for`
+    without its numeric-stem fallback (these ids are not COCO's). A box-only object's region for ``segm`` is
+    its box.
+    """
+    categories = table_categories(labels)
+    by_name: dict[str, int] = {}
+    for cls, label in sorted(labels.items()):
+        if label is not None:
+            by_name.setdefault(label, int(cls) + 1)
+    images: dict[str, dict[str, Any]] = {}
+    annotations: list[dict[str, Any]] = []
+    for row in rows:
+        key = row.get("image_uri") or row["file_name"]
+        image = images.setdefault(key, {"id": len(images) + 1, "file_name": key, "width": row.get("width"),
+                                        "height": row.get("height")})
+        name = row.get("category")
+        if name is None:
+            continue
+        if name not in by_name:
+            by_name[name] = len(categories) + 1
+            categories.append({"id": by_name[name], "name": name, "supercategory": ""})
+        x1, y1, x2, y2 = (float(row[k]) for k in ("x1", "y1", "x2", "y2"))
+        rle = rle_of(row)
+        annotations.append({
+            "id": len(annotations) + 1, "image_id": image["id"], "category_id": by_name[name],
+            "bbox": [x1, y1, x2 - x1, y2 - y1], "area": float(row["area"]), "iscrowd": int(bool(row.get("iscrowd"))),
+            "segmentation": rle if rle is not None else [[x1, y1, x2, y1, x2, y2, x1, y2]],
+        })
+    coco = coco_from_dataset({"images": list(images.values()), "annotations": annotations, "categories": categories})
+    coco.pxflow_match_names_only = True
+    return coco

@@ -37,7 +37,7 @@ from pxflow.pipelines.faults import checkpoint
 log = logging.getLogger(__name__)
 
 #: table name -> the columns identifying one row's input (what a shard's commit replaces)
-TABLES = ("images", "objects", "runs", "features")
+TABLES = ("images", "objects", "runs", "features", "ground_truth")
 WRITER_COMPRESSION = "ZSTD"
 
 

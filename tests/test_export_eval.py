@@ -32,17 +32,17 @@ PXFLOW = str(Path(sys.executable).parent / "pxflow")
 
 
 def annotate_into(output: str, uris: list[str], run_key: str = RUN_KEY, shard_size: int = 20,
-                  threshold: float = 0.001, partition: str | None = None) -> None:
-    """What `annotate` does per shard: PicoDet-XS (ONNX) -> RowBuilder -> Lake.commit_shard."""
+                  threshold: float = 0.001, partition: str | None = None, pipeline: str = "object_detection",
+                  model_dir: Path = PICODET_ONNX, submodule: str = "ObjectDetection") -> None:
+    """What `annotate` does per shard: PicoDet-XS (ONNX, or another model) -> RowBuilder -> Lake.commit_shard."""
     from pxflow import create_pipeline
 
-    pipe = create_pipeline(pipeline="object_detection",
-                           config={"SubModules": {"ObjectDetection": {"model_dir": str(PICODET_ONNX)}}})
+    pipe = create_pipeline(pipeline=pipeline, config={"SubModules": {submodule: {"model_dir": str(model_dir)}}})
     lake = Lake(output, default_storage())
     for start in range(0, len(uris), shard_size):
         shard = uris[start:start + shard_size]
         shard_id = f"{start:016x}"
-        builder = RowBuilder(run_key, "object_detection", "PicoDet-XS", "0" * 64, shard_id)
+        builder = RowBuilder(run_key, pipeline, model_dir.name, "0" * 64, shard_id)
         for uri, result in zip(shard, pipe.predict(shard, threshold=threshold), strict=True):
             builder.add(uri, result, {})
         objects, images = builder.tables()

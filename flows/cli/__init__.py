@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "export": "pxflow.flows.cli.export",
     "eval": "pxflow.flows.cli.eval",
     "lake": "pxflow.flows.cli.lake",
+    "import-gt": "pxflow.flows.cli.import_gt",
     "serve": "pxflow.flows.cli.serve",
     "report": "pxflow.flows.cli.report",
 }
@@ -33,8 +34,9 @@ DESCRIPTIONS = {
     "backfill": "annotate the dt=YYYY-MM-DD partitions between two dates (one annotate subflow each)",
     "index": "build, append to or remove from a PP-ShiTu index",
     "eval": "COCOeval of an annotate output against ground truth",
-    "export": "export an annotate output as COCO results or a COCO dataset",
+    "export": "export an annotate output as COCO, or to Label Studio / CVAT for review",
     "lake": "maintain the output tables (optimize, vacuum)",
+    "import-gt": "store reviewed labels (Label Studio, CVAT, COCO) as the output's ground truth",
     "serve": "serve the pipelines over HTTP",
     "report": "the HTML report of an annotate run (samples drawn, classes, scores, errors, changes)",
 }

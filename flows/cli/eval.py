@@ -5,6 +5,7 @@ Examples::
     pxflow eval --output out/ --gt instances_val2017.json
     pxflow eval --output out/ --gt instances_val2017.json --iou-type segm --run-key 0123456789abcdef
     pxflow eval --output out/ --labels gallery/drink_label.txt           # PP-ShiTuV2: recall@1
+    pxflow eval --output out/ --gt lake [--gt-source NAME]              # against pxflow import-gt's table
 
 The last line on stdout is one JSON object (``AP``, ``AP50``, ``AP75``, ``APs``, ``APm``, ``APl``,
 the ``AR*`` stats, ``images`` evaluated, ``run_key`` ...; ``recall@1`` and ``recall_images`` with
@@ -75,10 +76,26 @@ def run_flow(prog: str, flow_fn: Callable[..., Any], params: dict[str, Any]) -> 
     return 0, result
 
 
+def check_lake_gt(prog: str, args: argparse.Namespace) -> bool:
+    """``--gt lake``: the output has a ground-truth import (of ``--gt-source``); else one line and False."""
+    from pxflow.flows.evaluate import lake_for
+    from pxflow.tasks.ground_truth import GroundTruthError, latest_import
+
+    try:
+        latest_import(lake_for(args.output, args.s3_block), args.gt_source)
+    except GroundTruthError as exc:
+        print(f"{prog}: {one_line(exc)}", file=sys.stderr)
+        return False
+    return True
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pxflow eval", description="COCO evaluation of an annotate output (Delta tables).")
     add_table_args(p)
-    p.add_argument("--gt", default=None, help="COCO ground-truth JSON (instances_*.json)")
+    p.add_argument("--gt", default=None,
+                   help="COCO ground-truth JSON (instances_*.json), or `lake`: the output's ground_truth table")
+    p.add_argument("--gt-source", "--gt_source", dest="gt_source", default=None,
+                   help="with --gt lake: the latest import of this source (default: the latest import)")
     p.add_argument("--iou-type", "--iou_type", dest="iou_type", choices=["bbox", "segm"], default="bbox")
     p.add_argument("--labels", default=None, help="PP-ShiTuV2: gallery label file (path<TAB>label) for recall@1")
     p.add_argument("--labels-root", "--labels_root", dest="labels_root", default=None,
@@ -91,15 +108,18 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv[1:] if argv and argv[0] == "eval" else argv)
     if args.gt is None and args.labels is None:
         parser.error("give --gt (COCO ground truth) and/or --labels (PP-ShiTuV2 recall@1)")
+    if args.gt_source is not None and args.gt != "lake":
+        parser.error("--gt-source needs --gt lake")
     from pxflow.flows.evaluate import evaluate
 
     with PrefectScope() as prefect:
-        run_key = check_tables("pxflow eval", args, {"--gt": args.gt, "--labels": args.labels}, prefect)
-        if run_key is None:
+        gt_file = None if args.gt == "lake" else args.gt
+        run_key = check_tables("pxflow eval", args, {"--gt": gt_file, "--labels": args.labels}, prefect)
+        if run_key is None or (args.gt == "lake" and not check_lake_gt("pxflow eval", args)):
             return 2
         params = {"output": args.output, "gt": args.gt, "iou_type": args.iou_type, "run_key": run_key,
                   "labels": args.labels, "labels_root": args.labels_root, "partition": args.partition,
-                  "s3_block": args.s3_block}
+                  "s3_block": args.s3_block, "gt_source": args.gt_source}
         prefect.ensure()
         code, result = run_flow("pxflow eval", evaluate, params)
     if code:

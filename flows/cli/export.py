@@ -4,6 +4,8 @@ Examples::
 
     pxflow export coco --output out/ --out dets.json --gt instances_val2017.json   # results, GT ids
     pxflow export coco --output out/ --out dataset.json --format dataset            # for CVAT / Label Studio
+    pxflow export label-studio --output out/ --out tasks.json --limit 200            # review (flows/cli/review.py)
+    pxflow export cvat --output out/ --out annotations.xml [--format cvat-images|coco]
 
 ``--format results`` (default) writes ``[{image_id, category_id, bbox: [x, y, w, h], score,
 segmentation?}]`` (masks as compressed RLE), what ``COCO.loadRes`` reads; ``--format dataset``
@@ -20,6 +22,7 @@ import argparse
 import json
 
 from .eval import add_table_args, check_tables, run_flow
+from .review import add_export_parsers, run_export
 from .server import PrefectScope
 
 
@@ -31,11 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="file to write (local path or s3:// key)")
     c.add_argument("--gt", default=None, help="COCO ground truth whose image and category ids to use")
     c.add_argument("--format", choices=["results", "dataset"], default="results")
+    add_export_parsers(sub)  # label-studio, cvat: the review round trip (flows/cli/review.py)
     return p
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv[1:] if argv and argv[0] == "export" else argv)
+    if args.what != "coco":
+        return run_export(args)
     prog = f"pxflow export {args.what}"
     from pxflow.flows.evaluate import export_coco
 
