@@ -8,7 +8,9 @@ Examples::
 
 The last line on stdout is one JSON object (``AP``, ``AP50``, ``AP75``, ``APs``, ``APm``, ``APl``,
 the ``AR*`` stats, ``images`` evaluated, ``run_key`` ...; ``recall@1`` and ``recall_images`` with
-``--labels``). The flow also publishes a Prefect markdown artifact ``eval-<run_key>``.
+``--labels``). It runs the ``evaluate`` flow's body without a Prefect server (seconds, not the
+20 s of a temporary server); with ``PREFECT_API_URL`` set or ``--prefect`` it runs as a flow run
+and also publishes a Prefect markdown artifact ``eval-<run_key>``.
 Exit status: 0 ok, 1 the flow failed, 2 usage errors (checked before any flow starts: missing
 files, no Delta tables under ``--output``, a missing or ambiguous ``--run-key``).
 """
@@ -22,7 +24,8 @@ from typing import Any, Callable
 
 from .errors import one_line
 from .locations import check_location
-from .server import PrefectScope
+from .server import PrefectScope, add_prefect_flag
+from .spellings import both_spellings
 
 
 def add_table_args(p: argparse.ArgumentParser) -> None:
@@ -33,6 +36,7 @@ def add_table_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partition", default=None, help="read one partition only, e.g. dt=2024-01-01")
     p.add_argument("--s3-block", "--s3_block", dest="s3_block", default=None,
                    help="Prefect Secret block with S3 settings (JSON)")
+    add_prefect_flag(p)
 
 
 def check_tables(prog: str, args: argparse.Namespace, files: dict[str, str | None],
@@ -62,11 +66,11 @@ def check_tables(prog: str, args: argparse.Namespace, files: dict[str, str | Non
         return None
 
 
-def run_flow(prog: str, flow_fn: Callable[..., Any], params: dict[str, Any]) -> tuple[int, Any]:
-    """Run ``flow_fn`` and return ``(exit status, result)``; a failure is one line on stderr."""
-    state = flow_fn(**params, return_state=True)
+def run_flow(prog: str, flow_fn: Callable[..., Any], params: dict[str, Any], prefect: PrefectScope) -> tuple[int, Any]:
+    """Run ``flow_fn`` (through ``prefect``: inline or as a flow run) and return ``(exit status, result)``;
+    a failure is one line on stderr."""
     try:
-        result = state.result()
+        result = prefect.call(flow_fn, **params)
     except Exception as exc:
         from pxflow.flows.evaluate import TableError
 
@@ -83,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", default=None, help="PP-ShiTuV2: gallery label file (path<TAB>label) for recall@1")
     p.add_argument("--labels-root", "--labels_root", dest="labels_root", default=None,
                    help="folder the label file's paths are relative to (default: the label file's folder)")
-    return p
+    return both_spellings(p)
 
 
 def main(argv: list[str]) -> int:
@@ -93,15 +97,14 @@ def main(argv: list[str]) -> int:
         parser.error("give --gt (COCO ground truth) and/or --labels (PP-ShiTuV2 recall@1)")
     from pxflow.flows.evaluate import evaluate
 
-    with PrefectScope() as prefect:
+    with PrefectScope(inline=not args.prefect) as prefect:
         run_key = check_tables("pxflow eval", args, {"--gt": args.gt, "--labels": args.labels}, prefect)
         if run_key is None:
             return 2
         params = {"output": args.output, "gt": args.gt, "iou_type": args.iou_type, "run_key": run_key,
                   "labels": args.labels, "labels_root": args.labels_root, "partition": args.partition,
                   "s3_block": args.s3_block}
-        prefect.ensure()
-        code, result = run_flow("pxflow eval", evaluate, params)
+        code, result = run_flow("pxflow eval", evaluate, params, prefect)
     if code:
         return code
     for key in ("AP", "AP50", "AP75", "APs", "APm", "APl", "recall@1"):
