@@ -23,11 +23,13 @@ import time
 from typing import Any
 
 import pyarrow.compute as pc
-from prefect import flow, get_run_logger
+from prefect import flow
 
 from pxflow.pipelines import evaluation as ev
 from pxflow.tasks.credentials import storage_for
 from pxflow.tasks.lake import Lake, parse_partition
+
+from .inline import in_flow_run, run_logger
 
 OBJECT_COLUMNS = ("image_uri", "cls_id", "label", "score", "x1", "y1", "x2", "y2",
                   "mask_counts", "mask_height", "mask_width", "rec_label", "rec_score")
@@ -161,7 +163,7 @@ def export_coco(
     s3_block: str | None = None,
 ) -> dict[str, Any]:
     """Write one run key's rows under ``output`` as a COCO results file or dataset at ``out``."""
-    logger = get_run_logger()
+    logger = run_logger()
     lake = lake_for(output, s3_block)
     run_key = resolve_run_key(lake, run_key, partition)
     images, objects, pipeline = load_rows(lake, run_key, partition)
@@ -255,7 +257,7 @@ def evaluate(
     """
     if gt is None and labels is None:
         raise ValueError("give a COCO ground truth (gt) and/or a label file (labels)")
-    logger = get_run_logger()
+    logger = run_logger()
     started = time.perf_counter()
     lake = lake_for(output, s3_block)
     run_key = resolve_run_key(lake, run_key, partition)
@@ -291,7 +293,11 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def publish_evaluation(result: dict[str, Any]) -> None:
+    """The markdown artifact ``eval-<run_key>`` of the flow run (inline, without a Prefect API, none)."""
     from prefect.artifacts import create_markdown_artifact
+
+    if not in_flow_run():
+        return
 
     create_markdown_artifact(
         markdown=markdown(result), key=f"eval-{result['run_key']}".lower(),

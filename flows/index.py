@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow
 
 from pxflow.tasks.credentials import storage_for
 from pxflow.tasks.features import feature_model, features_shard, gallery_entries, missing_entries, shard_entries
@@ -40,6 +40,7 @@ from pxflow.tasks.index_ops import (
     index_rollback_task,
 )
 
+from .inline import call_task, in_flow_run, map_task, run_logger
 from .options import FeatureOptions
 from .runners import make_task_runner
 
@@ -69,9 +70,16 @@ def ensure_writer_limit(name: str) -> str:
 
 @contextlib.contextmanager
 def one_writer(name: str):
-    """Hold the index name's writer slot (one at a time per name)."""
+    """Hold the index name's writer slot (one at a time per name) in a flow run.
+
+    Run inline (no Prefect API, :mod:`.inline`) there is no limit to hold; publishing stays a
+    compare-and-swap, so a concurrent writer still never loses an update.
+    """
     from prefect.concurrency.sync import concurrency
 
+    if not in_flow_run():
+        yield
+        return
     limit = ensure_writer_limit(name)
     with concurrency(limit, occupy=1, lease_duration=WRITER_LEASE_S, strict=True):
         yield
@@ -85,13 +93,13 @@ def _run_id() -> str | None:
 
 @flow(name="index-features", validate_parameters=False)
 def compute_features(
-    entries: list[dict[str, Any]], lake_root: str, model_spec: dict[str, Any], s3_block: str | None, shard_size: int
+    entries: list[dict[str, Any]], lake_root: str, model_spec: dict[str, Any], s3_block: str | None, shard_size: int,
+    concurrency: int = 1,
 ) -> dict[str, Any]:
-    """Embed the gallery entries that have no stored feature yet, one task per shard."""
-    futures = [features_shard.submit(shard, lake_root, model_spec, s3_block) for shard in shard_entries(entries, shard_size)]
+    """Embed the gallery entries that have no stored feature yet, one task per shard (``concurrency``: inline only)."""
+    calls = [(shard, lake_root, model_spec, s3_block) for shard in shard_entries(entries, shard_size)]
     computed, failed = 0, []
-    for future in futures:
-        result = future.result()
+    for result in map_task(features_shard, calls, concurrency):
         computed += result["computed"]
         failed += result["failed"]
     return {"computed": computed, "failed": failed}
@@ -101,7 +109,7 @@ def _features_for(
     root: str, gallery: str, options: FeatureOptions, s3_block: str | None
 ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any], str]:
     """``(gallery entries, model description, feature stats, lake root)``: missing features computed."""
-    logger = get_run_logger()
+    logger = run_logger()
     storage = storage_for(s3_block)
     entries = gallery_entries(gallery, storage, options.gallery_root)
     lake = features_lake(root, s3_block, options.features_root)
@@ -109,9 +117,11 @@ def _features_for(
     model = feature_model(**spec).describe()
     todo = missing_entries(lake, entries, model["sha256"])
     stats = {"computed": 0, "failed": []}
-    if todo:
+    if todo and in_flow_run():
         sub = compute_features.with_options(task_runner=make_task_runner(options.runner, options.concurrency))
         stats = sub(todo, lake.output, spec, s3_block, options.shard_size)
+    elif todo:  # inline (the CLI without a Prefect server): the thread runner's work, in this process
+        stats = compute_features.fn(todo, lake.output, spec, s3_block, options.shard_size, options.concurrency)
     absent = [{"uri": e["uri"], "error_type": "not_found", "message": "no such image"} for e in entries if e["etag"] is None]
     stats = {"computed": stats["computed"], "reused": len(entries) - len(todo) - len(absent), "failed": absent + stats["failed"]}
     for f in stats["failed"]:
@@ -138,7 +148,7 @@ def index_build(
     entries, model, stats, lake_root = _features_for(root, gallery, features or FeatureOptions(), s3_block)
     inputs = {"gallery": gallery, "images": len(entries)}
     with one_writer(name):
-        out = index_build_task(root, name, lake_root, entries, model, index_type, metric_type, inputs, s3_block, _run_id())
+        out = call_task(index_build_task, root, name, lake_root, entries, model, index_type, metric_type, inputs, s3_block, _run_id())
     return {**out, **_feature_stats(stats)}
 
 
@@ -150,7 +160,7 @@ def index_append(
     entries, model, stats, lake_root = _features_for(root, gallery, features or FeatureOptions(), s3_block)
     inputs = {"gallery": gallery, "images": len(entries)}
     with one_writer(name):
-        out = index_append_task(root, name, lake_root, entries, model, inputs, s3_block, _run_id())
+        out = call_task(index_append_task, root, name, lake_root, entries, model, inputs, s3_block, _run_id())
     return {**out, **_feature_stats(stats)}
 
 
@@ -160,21 +170,21 @@ def index_remove(
 ) -> dict[str, Any]:
     """Remove ids and/or every entry of some labels; ids or labels the index lacks fail the flow, no version made."""
     with one_writer(name):
-        return index_remove_task(root, name, ids, labels, s3_block, _run_id())
+        return call_task(index_remove_task, root, name, ids, labels, s3_block, _run_id())
 
 
 @flow(name="index-rollback")
 def index_rollback(root: str, name: str, version: str, s3_block: str | None = None) -> dict[str, Any]:
     """Publish a new version with exactly ``version``'s vectors, ids and labels."""
     with one_writer(name):
-        return index_rollback_task(root, name, version, s3_block, _run_id())
+        return call_task(index_rollback_task, root, name, version, s3_block, _run_id())
 
 
 @flow(name="index-gc")
 def index_gc(root: str, name: str, keep: int = 5, s3_block: str | None = None) -> dict[str, Any]:
     """Delete published versions beyond the newest ``keep`` and the orphans below CURRENT (see ``IndexRepo.gc``)."""
     with one_writer(name):
-        return index_gc_task(root, name, keep, s3_block)
+        return call_task(index_gc_task, root, name, keep, s3_block)
 
 
 @flow(name="index-refresh")
@@ -188,8 +198,8 @@ def index_refresh(
     inputs = {"gallery": gallery_prefix, "images": len(entries)}
     with one_writer(name):
         try:
-            out = index_refresh_task(root, name, lake_root, entries, model, inputs, s3_block, _run_id())
+            out = call_task(index_refresh_task, root, name, lake_root, entries, model, inputs, s3_block, _run_id())
         except NothingToChange as exc:
-            get_run_logger().info("%s", exc)
+            run_logger().info("%s", exc)
             out = {"name": name, "version": None, "unchanged": True}
     return {**out, **_feature_stats(stats)}

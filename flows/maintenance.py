@@ -23,11 +23,13 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
-from prefect import flow, get_run_logger
+from prefect import flow
 
 from pxflow.tasks.credentials import storage_for
 from pxflow.tasks.lake import TABLES, WRITER_COMPRESSION, Lake
 from pxflow.tasks.maintenance import STAGING, pending_swaps, remove_tree, stale_staging
+
+from .inline import run_logger
 
 DEFAULT_RETENTION_HOURS = 168.0
 #: below this, vacuum could delete files a running reader (or an in-flight optimize) still needs
@@ -153,7 +155,7 @@ def _lake(output: str, s3_block: str | None) -> Lake:
 def optimize_tables(output: str, tables: list[str] | None = None, target_size: int | None = None,
                     s3_block: str | None = None) -> dict[str, Any]:
     """Compact the small per-shard files of ``images``/``objects``/``runs`` under ``output``."""
-    logger = get_run_logger()
+    logger = run_logger()
     report = optimize_lake(_lake(output, s3_block), tables, target_size)
     for name, r in report.items():
         logger.info("%s: %d -> %d files (version %d)", name, r["files_before"], r["files_after"], r["version"])
@@ -165,7 +167,7 @@ def vacuum_tables(output: str, retention_hours: float = DEFAULT_RETENTION_HOURS,
                   force: bool = False, full: bool = False, tables: list[str] | None = None,
                   s3_block: str | None = None) -> dict[str, Any]:
     """Delete files removed from the tables more than ``retention_hours`` ago (floor :data:`MIN_RETENTION_HOURS`)."""
-    logger = get_run_logger()
+    logger = run_logger()
     report = vacuum_lake(_lake(output, s3_block), retention_hours, dry_run, force, full, tables)
     for name, r in report.items():
         logger.info("%s: %s %d files", name, "would delete" if dry_run else "deleted",
@@ -185,5 +187,5 @@ def lake_maintenance(output: str, optimize: bool = True, vacuum: bool = True,
         result["optimize"] = optimize_lake(lake)
     if vacuum:
         result["vacuum"] = vacuum_lake(lake, retention_hours, dry_run)
-    get_run_logger().info("lake maintenance of %s: %s", output, result)
+    run_logger().info("lake maintenance of %s: %s", output, result)
     return result

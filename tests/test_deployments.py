@@ -126,8 +126,38 @@ def _deploy_steps() -> list[str]:
     return [line for line in block.splitlines() if line.strip()]
 
 
+def _fresh_venv(where) -> dict[str, str]:
+    """A new virtualenv that sees this one's dependencies but not its pxflow; returns the env to run in.
+
+    ``pip install .`` of the whole dependency set would take minutes, and a ``--system-site-packages``
+    venv does not see this venv's packages (they are not the system's). So the new venv gets a
+    ``.pth`` line naming this venv's site-packages: the dependencies import from there, while that
+    folder's own ``.pth`` files (the editable pxflow's finder) are not run, so the only pxflow the new
+    venv has is the one the README's ``pip install .`` puts into its own site-packages (pip sees the
+    dependencies as installed and installs nothing else; it leaves this venv's pxflow alone, "outside
+    environment"). ``pip`` and ``prefect`` are this venv's scripts with the new interpreter as shebang.
+    """
+    import site
+
+    venv = where / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    (new_site,) = (venv / "lib").glob("python*/site-packages")
+    (new_site / "deps-from-test-venv.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    bin_dir = os.path.dirname(sys.executable)
+    for script in ("pip", "prefect"):
+        lines = open(os.path.join(bin_dir, script)).read().splitlines(keepends=True)
+        (venv / "bin" / script).write_text(f"#!{venv / 'bin' / 'python'}\n" + "".join(lines[1:]))
+        (venv / "bin" / script).chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    return {**env, "PATH": str(venv / "bin") + os.pathsep + os.environ.get("PATH", ""), "VIRTUAL_ENV": str(venv),
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+
 @pytest.mark.slow
 def test_the_readme_deploy_steps_deploy_and_run_from_a_fresh_copy(prefect_server, tmp_path, shared_dir):
+    """Every README line as written, ``pip install .`` included, from the clone's root: there the
+    checkout's ``pxflow/`` comes first on ``sys.path`` (``prefect deploy`` imports from the working
+    directory), so this fails unless ``pxflow.flows`` resolves from a checkout too (``pxflow/__init__.py``)."""
     from tests.conftest import COCO_MINI, PICODET_ONNX
     from tests.support.annotate_helpers import read_table
 
@@ -141,11 +171,9 @@ def test_the_readme_deploy_steps_deploy_and_run_from_a_fresh_copy(prefect_server
     out = tmp_path / "out"
     steps = _deploy_steps()
     assert steps[0].startswith("pip install .") and steps[-1].startswith("prefect worker start")
-    # this venv already holds the install (`pip install .`): run every other line as written
-    script = "set -euo pipefail\n" + "\n".join(line for line in steps if not line.startswith("pip install"))
-    bin_dir = os.path.dirname(sys.executable)
-    env = {**os.environ, "PREFECT_API_URL": prefect_server, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
-           "IMAGES": str(src), "MODEL": str(PICODET_ONNX), "OUT": str(out)}
+    script = "set -euo pipefail\n" + "\n".join(steps)
+    env = {**_fresh_venv(tmp_path), "PREFECT_API_URL": prefect_server, "IMAGES": str(src), "MODEL": str(PICODET_ONNX),
+           "OUT": str(out)}
     proc = subprocess.run(["bash", "-c", script], cwd=clone, env=env, capture_output=True, text=True, timeout=600)
     logs = proc.stdout + proc.stderr
     assert proc.returncode == 0, logs[-4000:]
@@ -154,4 +182,5 @@ def test_the_readme_deploy_steps_deploy_and_run_from_a_fresh_copy(prefect_server
     (run,) = read_table(str(out / "runs")).to_pylist()
     assert run["complete"] and run["images_inferred"] == 4
     rows = read_table(str(out / "images")).to_pylist()
-    assert sorted(r["image_uri"] for r in rows) == sorted(os.path.realpath(p) for p in src.iterdir())  # identities: the links' targets
+    # image identities are real paths (docs/schema.md): the symlinks' targets
+    assert sorted(r["image_uri"] for r in rows) == sorted(str(p.resolve()) for p in src.iterdir())

@@ -223,12 +223,13 @@ EMBEDDING = SHARED / "models" / "MobileNetV1_embedding_coral"
 
 
 def _index_build_argv(tmp_path) -> list[str]:
-    """``pxflow index build`` of a versioned index from 8 drink gallery images (the real ONNX embedding model)."""
+    """``pxflow index build --prefect`` of a versioned index from 8 drink gallery images (the real ONNX embedding
+    model); ``--prefect``: without it the command starts no server (tests/test_cli_no_server.py)."""
     lines = (DRINK / "gallery" / "drink_label.txt").read_text(encoding="utf-8").splitlines()[:8]
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return ["index", "build", "--root", str(tmp_path / "indexes"), "--name", "drinks", "--gallery", str(labels),
-            "--gallery_root", str(DRINK / "gallery"), "--rec_model_dir", str(EMBEDDING), "--index_type", "Flat"]
+            "--gallery_root", str(DRINK / "gallery"), "--rec_model_dir", str(EMBEDDING), "--index_type", "Flat", "--prefect"]
 
 
 def _sigterm_mid_flow(tmp_path, proc: subprocess.Popen) -> dict[int, psutil.Process]:
@@ -273,8 +274,9 @@ def small_output(tmp_path, shared_dir) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_lake_optimize_killed_once_its_server_answers_leaves_nothing(sig, small_output, tmp_path):
-    """Optimizing 4 small commits takes less than a poll: the kill comes as soon as the server listens."""
-    proc = _spawn(tmp_path, ["lake", "optimize", "--output", small_output])
+    """Optimizing 4 small commits takes less than a poll: the kill comes as soon as the server listens
+    (``--prefect``: the flow run on a temporary server; without it no server starts at all)."""
+    proc = _spawn(tmp_path, ["lake", "optimize", "--output", small_output, "--prefect"])
     try:
         seen = _watch_until(proc, lambda s: any(_port_open(_server_port({p.pid: p})) for p in _servers(s)))
         port = _server_port(seen)

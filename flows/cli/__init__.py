@@ -5,7 +5,8 @@
 
 - ``pxflow annotate ...`` / ``pxflow backfill ...``: Prefect flows (:mod:`flows.cli.annotate`)
 - ``pxflow index build|append|remove ...``: PP-ShiTu index maintenance (:mod:`flows.cli.index`)
-- ``pxflow --help`` lists them all; ``pxflow --version`` prints the installed version
+- ``pxflow --help`` lists them all and the pipelines; ``pxflow --version`` prints the installed version;
+  a mistyped command gets a "did you mean" (exit 2)
 
 Every subcommand that runs a flow owns its Prefect API (:mod:`flows.cli.server`); a
 :class:`~flows.cli.errors.UsageError` from any of them is one stderr line and exit status 2.
@@ -63,8 +64,19 @@ def top_level_help() -> str:
         *(f"  {n.ljust(width)}  {DESCRIPTIONS.get(n, '')}" for n in SUBCOMMANDS),
         "",
         "PaddleX-style predict options: pxflow --pipeline NAME --help",
+        "",
+        "pipelines (--pipeline NAME, or a pipeline YAML):",
+        *(f"  {name}" for name in _pipeline_names()),
+        "",
+        "eval, export, lake and index run without a Prefect server unless PREFECT_API_URL is set or --prefect is given.",
     ]
     return "\n".join(lines)
+
+
+def _pipeline_names() -> list[str]:
+    from pxflow.pipelines.registry import pipeline_names
+
+    return pipeline_names()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,6 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     if args == ["--version"] or args == ["-V"]:
         print(f"pxflow {version()}")
         return 0
+    if args and not args[0].startswith("-") and args[0] not in SUBCOMMANDS:  # a mistyped command, not a predict flag
+        from .spellings import suggestion
+
+        print(f"pxflow: unknown command {args[0]!r}{suggestion(args[0], SUBCOMMANDS) or ''}"
+              " (pxflow --help lists the commands)", file=sys.stderr)
+        return 2
     if args and args[0] in SUBCOMMANDS:
         from .errors import UsageError, one_line
         from .server import ServerStartError

@@ -32,6 +32,7 @@ from typing import Any
 
 from .errors import UsageError
 from .server import drain_events, prefect_session
+from .spellings import both_spellings
 from .values import parse_literal
 
 
@@ -88,7 +89,7 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--output", required=True, help="output root: local folder or s3:// prefix")
         p.add_argument("--partition", default=None, help="write into this Hive partition, e.g. dt=2024-01-01")
     _common(p)
-    return p
+    return both_spellings(p)
 
 
 def flow_parameters(args: argparse.Namespace) -> dict[str, Any]:

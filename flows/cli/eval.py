@@ -9,7 +9,9 @@ Examples::
 
 The last line on stdout is one JSON object (``AP``, ``AP50``, ``AP75``, ``APs``, ``APm``, ``APl``,
 the ``AR*`` stats, ``images`` evaluated, ``run_key`` ...; ``recall@1`` and ``recall_images`` with
-``--labels``). The flow also publishes a Prefect markdown artifact ``eval-<run_key>``.
+``--labels``). It runs the ``evaluate`` flow's body without a Prefect server (seconds, not the
+20 s of a temporary server); with ``PREFECT_API_URL`` set or ``--prefect`` it runs as a flow run
+and also publishes a Prefect markdown artifact ``eval-<run_key>``.
 Exit status: 0 ok, 1 the flow failed, 2 usage errors (checked before any flow starts: missing
 files, no Delta tables under ``--output``, a missing or ambiguous ``--run-key``).
 """
@@ -23,7 +25,8 @@ from typing import Any, Callable
 
 from .errors import one_line
 from .locations import check_location
-from .server import PrefectScope
+from .server import PrefectScope, add_prefect_flag
+from .spellings import both_spellings
 
 
 def add_table_args(p: argparse.ArgumentParser) -> None:
@@ -34,6 +37,7 @@ def add_table_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partition", default=None, help="read one partition only, e.g. dt=2024-01-01")
     p.add_argument("--s3-block", "--s3_block", dest="s3_block", default=None,
                    help="Prefect Secret block with S3 settings (JSON)")
+    add_prefect_flag(p)
 
 
 def check_tables(prog: str, args: argparse.Namespace, files: dict[str, str | None],
@@ -63,11 +67,11 @@ def check_tables(prog: str, args: argparse.Namespace, files: dict[str, str | Non
         return None
 
 
-def run_flow(prog: str, flow_fn: Callable[..., Any], params: dict[str, Any]) -> tuple[int, Any]:
-    """Run ``flow_fn`` and return ``(exit status, result)``; a failure is one line on stderr."""
-    state = flow_fn(**params, return_state=True)
+def run_flow(prog: str, flow_fn: Callable[..., Any], params: dict[str, Any], prefect: PrefectScope) -> tuple[int, Any]:
+    """Run ``flow_fn`` (through ``prefect``: inline or as a flow run) and return ``(exit status, result)``;
+    a failure is one line on stderr."""
     try:
-        result = state.result()
+        result = prefect.call(flow_fn, **params)
     except Exception as exc:
         from pxflow.flows.evaluate import TableError
 
@@ -100,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", default=None, help="PP-ShiTuV2: gallery label file (path<TAB>label) for recall@1")
     p.add_argument("--labels-root", "--labels_root", dest="labels_root", default=None,
                    help="folder the label file's paths are relative to (default: the label file's folder)")
-    return p
+    return both_spellings(p)
 
 
 def main(argv: list[str]) -> int:
@@ -112,7 +116,7 @@ def main(argv: list[str]) -> int:
         parser.error("--gt-source needs --gt lake")
     from pxflow.flows.evaluate import evaluate
 
-    with PrefectScope() as prefect:
+    with PrefectScope(inline=not args.prefect) as prefect:
         gt_file = None if args.gt == "lake" else args.gt
         run_key = check_tables("pxflow eval", args, {"--gt": gt_file, "--labels": args.labels}, prefect)
         if run_key is None or (args.gt == "lake" and not check_lake_gt("pxflow eval", args)):
@@ -120,8 +124,7 @@ def main(argv: list[str]) -> int:
         params = {"output": args.output, "gt": args.gt, "iou_type": args.iou_type, "run_key": run_key,
                   "labels": args.labels, "labels_root": args.labels_root, "partition": args.partition,
                   "s3_block": args.s3_block, "gt_source": args.gt_source}
-        prefect.ensure()
-        code, result = run_flow("pxflow eval", evaluate, params)
+        code, result = run_flow("pxflow eval", evaluate, params, prefect)
     if code:
         return code
     for key in ("AP", "AP50", "AP75", "APs", "APm", "APl", "recall@1"):

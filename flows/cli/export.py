@@ -24,6 +24,7 @@ import json
 from .eval import add_table_args, check_tables, run_flow
 from .review import add_export_parsers, run_export
 from .server import PrefectScope
+from .spellings import both_spellings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--gt", default=None, help="COCO ground truth whose image and category ids to use")
     c.add_argument("--format", choices=["results", "dataset"], default="results")
     add_export_parsers(sub)  # label-studio, cvat: the review round trip (flows/cli/review.py)
-    return p
+    return both_spellings(p)
 
 
 def main(argv: list[str]) -> int:
@@ -45,14 +46,13 @@ def main(argv: list[str]) -> int:
     prog = f"pxflow export {args.what}"
     from pxflow.flows.evaluate import export_coco
 
-    with PrefectScope() as prefect:
+    with PrefectScope(inline=not args.prefect) as prefect:
         run_key = check_tables(prog, args, {"--gt": args.gt}, prefect)
         if run_key is None:
             return 2
         params = {"output": args.output, "out": args.out, "run_key": run_key, "gt": args.gt, "format": args.format,
                   "partition": args.partition, "s3_block": args.s3_block}
-        prefect.ensure()
-        code, result = run_flow(prog, export_coco, params)
+        code, result = run_flow(prog, export_coco, params, prefect)
     if code:
         return code
     print(json.dumps(result, ensure_ascii=False, default=str))

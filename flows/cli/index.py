@@ -12,6 +12,9 @@ publishes a new immutable version by compare-and-swap, so concurrent writers nev
     pxflow index gc       --root s3://b/indexes --name drinks --keep 5
     pxflow index list     --root s3://b/indexes --name drinks --json
 
+They run the flows' bodies without a Prefect server (seconds, not a server's start-up) unless
+``PREFECT_API_URL`` is set, ``--prefect`` is given or feature shards go to a ``--runner`` other than
+``thread``. Flags are kebab-case (``--index-type``) with PaddleX's snake_case (``--index_type``) as alias.
 Each prints one JSON object (``list --json``: one JSON array) on stdout; while models load and
 run, file descriptor 1 is pointed at stderr so nothing a native library prints can break it.
 
@@ -44,7 +47,8 @@ from typing import Any, Callable
 from pxflow.pipelines.models.backends import backend_names
 
 from .errors import UsageError, one_line
-from .server import PrefectScope
+from .server import PrefectScope, add_prefect_flag
+from .spellings import both_spellings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--name", default=None, help="index name under --root")
         q.add_argument("--s3_block", default=None, help="Prefect Secret block with S3 settings (default: AWS environment)")
         q.add_argument("--json", action="store_true", help="print JSON only (the default for every command but list)")
+        add_prefect_flag(q)
 
     def flow_args(q: argparse.ArgumentParser) -> None:
         q.add_argument("--runner", default="thread", help="task runner for feature shards (thread, dask)")
@@ -115,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(rf)
     versioned(rf)
     flow_args(rf)
-    return p
+    return both_spellings(p)
 
 
 def _feature_model(args: argparse.Namespace):
@@ -262,7 +267,8 @@ def _flow_model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _versioned_call(args: argparse.Namespace) -> Callable[[], Any]:
-    """Check ``args`` (raising one-line errors) and return the call that does the work.
+    """Check ``args`` (raising one-line errors) and return the call that does the work: a plain
+    function, or ``functools.partial`` of a flow (run through :meth:`PrefectScope.call`).
 
     Every check reads storage only, so a bad request ends before any Prefect server starts.
     """
@@ -320,6 +326,12 @@ def _precheck_remove(args: argparse.Namespace, ids: list[int]) -> None:
         raise NothingToChange(f"{repo.base}: {' and '.join(what)} not in the current version {version}; nothing removed, no new version")
 
 
+def _inline(args: argparse.Namespace) -> bool:
+    """Run without a Prefect server: every command but ``--prefect`` ones and those that fan feature
+    shards out to a runner other than ``thread`` (dask, ray: their flow run owns the cluster)."""
+    return not args.prefect and getattr(args, "runner", "thread") == "thread"
+
+
 def versioned_main(args: argparse.Namespace) -> int:
     """``--root``/``--name`` commands: run the flow, print its result as JSON. Exit 0 ok, 1 some gallery
     images skipped, 2 usage/index errors (one line on stderr)."""
@@ -333,7 +345,7 @@ def versioned_main(args: argparse.Namespace) -> int:
         print(f"pxflow index {args.action}: --root and --name are required", file=sys.stderr)
         return 2
     try:
-        with stdout_to_stderr(), PrefectScope() as prefect:
+        with stdout_to_stderr(), PrefectScope(inline=_inline(args)) as prefect:
             try:
                 check_name(args.name)  # '../../etc' or 'x/y' would write outside --root/NAME
             except VersionError as exc:
@@ -343,9 +355,10 @@ def versioned_main(args: argparse.Namespace) -> int:
             else:
                 check_location(args.root, "--root")  # a missing bucket, a wrong key: one line now
             call = _versioned_call(args)
-            if args.action != "list":  # every other command runs a flow
-                prefect.ensure()
-            result = call()
+            if isinstance(call, functools.partial):  # a flow: inline or on the Prefect API
+                result = prefect.call(call.func, *call.args, **call.keywords)
+            else:
+                result = call()
     except (IndexFormatError, ValueError, FileNotFoundError, InputError) as exc:
         print(f"pxflow index {args.action}: {one_line(exc)}", file=sys.stderr)
         return 2

@@ -12,7 +12,8 @@ referencing more than ``--retention-hours`` ago (default 168) and, without ``--t
 ``_staging/`` folders of failed or killed ``--replace`` runs unchanged for as long (never one
 holding a pending swap); it deletes for real unless ``--dry-run``. A retention below 1 h (``flows.maintenance.MIN_RETENTION_HOURS``) is refused
 unless ``--force``: readers that opened the table earlier than that could lose files.
-The last stdout line is a JSON report. Exit status: 0 ok, 1 the flow failed, 2 usage errors
+No Prefect server is started (the flows' bodies run inline) unless ``PREFECT_API_URL`` is set or
+``--prefect`` is given. The last stdout line is a JSON report. Exit status: 0 ok, 1 the flow failed, 2 usage errors
 (checked before any flow or Prefect server starts: one stderr line, e.g. a missing bucket).
 """
 
@@ -24,7 +25,8 @@ import sys
 
 from .errors import one_line
 from .locations import check_location
-from .server import PrefectScope
+from .server import PrefectScope, add_prefect_flag
+from .spellings import both_spellings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="only this table (repeatable; default: every table that exists)")
         q.add_argument("--s3-block", "--s3_block", dest="s3_block", default=None,
                        help="Prefect Secret block with S3 settings (JSON)")
+        add_prefect_flag(q)
     o = sub.choices["optimize"]
     o.add_argument("--target-size", "--target_size", dest="target_size", type=int, default=None,
                    help="target file size in bytes (default: delta-rs' 100 MiB)")
@@ -50,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--force", action="store_true", help=f"allow a retention below {MIN_RETENTION_HOURS:g} h")
     v.add_argument("--full", action="store_true",
                    help="also delete files the log never referenced (left by crashed writers)")
-    return p
+    return both_spellings(p)
 
 
 def main(argv: list[str]) -> int:
@@ -59,7 +62,7 @@ def main(argv: list[str]) -> int:
                                           vacuum_tables)
 
     prog = f"pxflow lake {args.action}"
-    with PrefectScope() as prefect:
+    with PrefectScope(inline=not args.prefect) as prefect:
         try:
             if args.action == "vacuum":
                 check_retention(args.retention_hours, args.force)
@@ -75,16 +78,14 @@ def main(argv: list[str]) -> int:
             print(f"{prog}: no Delta tables (images, objects, runs) under {args.output}", file=sys.stderr)
             return 2
 
-        prefect.ensure()
-        if args.action == "optimize":
-            state = optimize_tables(output=args.output, tables=args.table, target_size=args.target_size,
-                                    s3_block=args.s3_block, return_state=True)
-        else:
-            state = vacuum_tables(output=args.output, retention_hours=args.retention_hours, dry_run=args.dry_run,
-                                  force=args.force, full=args.full, tables=args.table, s3_block=args.s3_block,
-                                  return_state=True)
         try:
-            result = state.result()
+            if args.action == "optimize":
+                result = prefect.call(optimize_tables, output=args.output, tables=args.table,
+                                      target_size=args.target_size, s3_block=args.s3_block)
+            else:
+                result = prefect.call(vacuum_tables, output=args.output, retention_hours=args.retention_hours,
+                                      dry_run=args.dry_run, force=args.force, full=args.full, tables=args.table,
+                                      s3_block=args.s3_block)
         except Exception as exc:
             print(f"{prog}: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from pxflow.pipelines.models.backends import backend_names
 
+from .spellings import both_spellings
 from .values import parse_literal
 
 
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the pipeline's YAML (to ./NAME.yaml, or --save-path) and exit")
     p.add_argument("--no-progress", "--no_progress", dest="no_progress", action="store_true", help="no progress bar")
     p.add_argument("--quiet", action="store_true", help="do not print each result")
-    return p
+    return both_spellings(p)
 
 
 def predict_kwargs(args: argparse.Namespace) -> dict[str, Any]:

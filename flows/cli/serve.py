@@ -13,6 +13,8 @@ import sys
 
 from pxflow.pipelines.models.backends import backend_names
 
+from .spellings import both_spellings
+
 
 def _at_least_one(text: str) -> int:
     """A cap given on the command line: a whole number >= 1 (``1e6`` accepted), else a usage error (exit 2)."""
@@ -77,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-visualize", dest="visualize", action="store_false", help="leave result.image null")
     p.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip the warm-up inference")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    return p
+    return both_spellings(p)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,12 @@ ephemeral server: Prefect's survives a SIGKILLed or SIGTERMed command, and under
 start-up wait fails the run. Ours waits longer and is started once more when it is slow.
 With ``PREFECT_API_URL`` set that server is used and nothing is started.
 
+Maintenance and evaluation commands (eval, export, lake, index) need no server at all: their
+:class:`PrefectScope` is made ``inline`` and :meth:`PrefectScope.call` runs the flow's body as
+plain Python (``flow.fn``, see :mod:`pxflow.flows.inline`) unless ``PREFECT_API_URL`` is set or
+the command got ``--prefect``. A temporary server sends no telemetry and its runs print no
+"View at" links (they would point at a server gone when the command ends).
+
 The session also turns SIGTERM into ``SystemExit`` (cleanup runs, like Ctrl-C) and starts a small
 reaper process that ends the command's other descendants (Dask or process-pool workers) once
 the command is gone, however it ended.
@@ -108,7 +114,9 @@ class TemporaryServer:
 
         self.port = _free_port()
         env = {**os.environ, **get_current_settings().to_environment_variables(exclude_unset=True),
-               "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+               "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
+               # its telemetry service logs "Failed to send telemetry" where there is no network
+               "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
         env.pop("PREFECT_API_URL", None)
         self.api_url = f"http://127.0.0.1:{self.port}/api"
         try:
@@ -171,7 +179,7 @@ def start_temporary_server(timeouts: tuple[float, ...] = (STARTUP_TIMEOUT_S,) * 
 @contextlib.contextmanager
 def prefect_api() -> Iterator[str]:
     """The Prefect API for this command: ``PREFECT_API_URL`` when set, else a temporary server of our own."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
     if PREFECT_API_URL.value():
         yield PREFECT_API_URL.value()
@@ -182,14 +190,20 @@ def prefect_api() -> Iterator[str]:
     url = server.api_url
     # worker processes (Dask, process pool, Ray) inherit the variable; background threads (events, logs)
     # read the process-global settings, refreshed from it: nothing falls back to a server of its own
-    os.environ["PREFECT_API_URL"] = url
+    # no UI URL: Prefect would print "View at <UI>/runs/..." links to a server gone when the command ends
+    saved_ui = os.environ.get("PREFECT_UI_URL")
+    os.environ.update(PREFECT_API_URL=url, PREFECT_UI_URL="")
     refresh_global_settings_context()
     try:
-        with temporary_settings(updates={PREFECT_API_URL: url}):
+        with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_UI_URL: ""}):
             yield url
     finally:
         drain_events(timeout=10)  # while the server still listens: Prefect's own at-exit drain would wait on it forever
         os.environ.pop("PREFECT_API_URL", None)
+        if saved_ui is None:
+            os.environ.pop("PREFECT_UI_URL", None)
+        else:
+            os.environ["PREFECT_UI_URL"] = saved_ui
         refresh_global_settings_context()
         server.stop()
 
@@ -222,8 +236,25 @@ def prefect_session() -> Iterator[str]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def add_prefect_flag(parser: Any) -> None:
+    """``--prefect``: run the command as a recorded Prefect flow (a temporary server when none is configured)."""
+    parser.add_argument("--prefect", action="store_true",
+                        help="run as a Prefect flow run (on PREFECT_API_URL, else a temporary server); "
+                             "default: without a server unless PREFECT_API_URL is set")
+
+
+def prefect_configured() -> bool:
+    """Whether a Prefect server is configured (``PREFECT_API_URL``): then every flow runs on it."""
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(PREFECT_API_URL.value())
+
+
 class PrefectScope:
     """A :func:`prefect_session` entered on first need and left with the block.
+
+    ``inline=True`` (maintenance and evaluation commands without ``--prefect``): :meth:`call` runs a
+    flow's body without any server unless ``PREFECT_API_URL`` is set.
 
     Commands check their arguments before any server starts; only a check that reads a Prefect
     block (``--s3-block``) needs the API first, so it calls :meth:`ensure` earlier::
@@ -236,14 +267,25 @@ class PrefectScope:
             run_the_flow()
     """
 
-    def __init__(self) -> None:
+    def __init__(self, inline: bool = False) -> None:
         self._stack = contextlib.ExitStack()
         self.url: str | None = None
+        self.inline = inline and not prefect_configured()
 
     def ensure(self) -> str:
         if self.url is None:
             self.url = self._stack.enter_context(prefect_session())
         return self.url
+
+    def call(self, flow: Any, **params: Any) -> Any:
+        """``flow(**params)`` on the Prefect API (started now if needed); inline, ``flow.fn(**params)``.
+
+        Either way a failure raises the flow's own exception.
+        """
+        if self.inline:
+            return flow.fn(**params)
+        self.ensure()
+        return flow(**params)
 
     def __enter__(self) -> "PrefectScope":
         return self

@@ -1,0 +1,173 @@
+"""Maintenance and evaluation commands run without a Prefect server (issue 19, item 9); flags have
+both spellings and typos get a "did you mean" (item 10).
+
+Every command runs as the real console script in a subprocess without ``PREFECT_API_URL`` and with
+its own ``PREFECT_HOME``: a Prefect server would create its database there, and a watcher records
+any descendant process whose command line runs ``prefect.server`` (the temporary server's uvicorn).
+The data is real: PicoDet-XS (ONNX) rows of coco_val_mini committed as ``annotate`` does, and an
+index of real drink-gallery embeddings.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import COCO_MINI, DRINK, ROOT, SHARED
+from tests.test_export_eval import GT, annotate_into, coco_uris, last_json, table_rows
+
+PXFLOW = str(Path(sys.executable).parent / "pxflow")
+EMBEDDING = SHARED / "models" / "MobileNetV1_embedding_coral"
+
+
+def run_watched(args: list[str], home: Path, **env: str) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """Run ``pxflow args``; returns the result and the command lines of Prefect servers it started."""
+    import psutil
+
+    full = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_UI_URL")}
+    full.update(PREFECT_HOME=str(home), PYTHONPATH=str(ROOT), **env)
+    proc = subprocess.Popen([PXFLOW, *args], cwd=ROOT, env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    servers: set[str] = set()
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 600
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            for child in parent.children(recursive=True):
+                line = " ".join(child.cmdline())
+                if "prefect.server" in line:
+                    servers.add(line)
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    stdout, stderr = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), servers
+
+
+def assert_no_server(proc: subprocess.CompletedProcess, servers: set[str], home: Path) -> None:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not servers, servers
+    assert not (home / "prefect.db").exists()
+    assert "View at" not in proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def detections(tmp_path_factory, shared_dir) -> str:
+    """10 coco_val_mini images through PicoDet-XS, committed as 2 shards of annotate output."""
+    out = str(tmp_path_factory.mktemp("det") / "out")
+    annotate_into(out, coco_uris(10), shard_size=5)
+    return out
+
+
+def test_eval_export_and_lake_run_without_a_prefect_server(detections, tmp_path):
+    home = tmp_path / "home"
+    proc, servers = run_watched(["eval", "--output", detections, "--gt", str(GT)], home)
+    assert_no_server(proc, servers, home)
+    result = last_json(proc.stdout)
+    assert result["images"] == 10 and 0.1 < result["AP"] <= 1.0, result  # COCOeval ran on the 10 images
+
+    dets = tmp_path / "dets.json"
+    proc, servers = run_watched(["export", "coco", "--output", detections, "--out", str(dets)], home)
+    assert_no_server(proc, servers, home)
+    import json
+
+    assert len(json.loads(dets.read_text())) == len(table_rows(detections, "objects"))
+
+    proc, servers = run_watched(["lake", "optimize", "--output", detections], home)
+    assert_no_server(proc, servers, home)
+    assert last_json(proc.stdout)["optimize"]["objects"]["files_after"] == 1  # the 2 shards' files compacted
+    proc, servers = run_watched(["lake", "vacuum", "--output", detections, "--retention-hours", "0", "--force"], home)
+    assert_no_server(proc, servers, home)
+    assert last_json(proc.stdout)["vacuum"]["objects"]["files_deleted"] == 2  # what optimize replaced
+
+
+def test_index_commands_run_without_a_prefect_server(tmp_path, shared_dir):
+    gallery = DRINK / "gallery"
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join((gallery / "drink_label.txt").read_text(encoding="utf-8").splitlines(True)[:6]),
+                      encoding="utf-8")
+    home = tmp_path / "home"
+    where = ["--root", str(tmp_path / "idx"), "--name", "drinks"]
+    model = ["--gallery", str(labels), "--gallery-root", str(gallery), "--rec-model-dir", str(EMBEDDING)]
+    # both spellings of the same flags, as PaddleX users and kebab-case scripts write them
+    proc, servers = run_watched(["index", "build", *where, *model, "--index-type", "Flat"], home)
+    assert_no_server(proc, servers, home)
+    built = last_json(proc.stdout)
+    assert built["version"] == "v000001" and built["ntotal"] == 6 and built["index_type"] == "Flat"
+    proc, servers = run_watched(["index", "build", *where, "--gallery", str(labels), "--gallery_root", str(gallery),
+                                 "--rec_model_dir", str(EMBEDDING), "--index_type", "Flat"], home)
+    assert_no_server(proc, servers, home)
+    assert last_json(proc.stdout)["version"] == "v000002" and last_json(proc.stdout)["features_reused"] == 6
+    for args in (["rollback", *where, "--version", "v000001"], ["gc", *where, "--keep", "1"]):
+        proc, servers = run_watched(["index", *args], home)
+        assert_no_server(proc, servers, home)
+    assert last_json(proc.stdout)["deleted"] == ["v000001", "v000002"] and last_json(proc.stdout)["current"] == "v000003"
+    assert "telemetry" not in proc.stderr.lower()
+
+
+def test_prefect_flag_runs_the_flow_on_a_temporary_server_without_dead_links_or_telemetry(detections, tmp_path):
+    home = tmp_path / "home"
+    proc, servers = run_watched(["lake", "vacuum", "--output", detections, "--prefect"], home)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert servers and (home / "prefect.db").exists()  # the flow ran on a server: --prefect was obeyed
+    assert "Beginning flow run" in proc.stderr  # Prefect's own run log: a real flow run
+    assert "View at" not in proc.stdout + proc.stderr  # the server is gone when the command ends
+    assert "telemetry" not in proc.stderr.lower()
+    assert last_json(proc.stdout)["dry_run"] is False
+
+
+@pytest.mark.parametrize("args, hint", [
+    (["anotate", "--input", "x"], "did you mean 'annotate'?"),
+    (["index", "gcc"], "did you mean 'gc'?"),
+    (["lake", "vacum", "--output", "x"], "did you mean 'vacuum'?"),
+    (["index", "build", "--index-tipe", "Flat"], "did you mean '--index-type'?"),
+])
+def test_a_typo_gets_did_you_mean_and_exit_2(args, hint, tmp_path):
+    proc = subprocess.run([PXFLOW, *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PREFECT_HOME": str(tmp_path)})
+    assert proc.returncode == 2, proc.stderr
+    assert hint in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_every_flag_of_every_subcommand_has_both_spellings():
+    import argparse
+    import importlib
+
+    from pxflow.flows.cli import SUBCOMMANDS
+
+    def parsers(parser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from parsers(sub)
+
+    modules = {name: importlib.import_module(module) for name, module in SUBCOMMANDS.items()}
+    built = [modules[n].build_parser(n) if n in ("annotate", "backfill") else modules[n].build_parser() for n in modules]
+    from pxflow.flows.cli.predict import build_parser as predict_parser
+
+    checked = 0
+    for top in [*built, predict_parser()]:
+        for parser in parsers(top):
+            for option in parser._option_string_actions:
+                if option.startswith("--") and ("_" in option or "-" in option[2:]):
+                    kebab, snake = "--" + option[2:].replace("_", "-"), "--" + option[2:].replace("-", "_")
+                    assert parser._option_string_actions.get(kebab) is parser._option_string_actions.get(snake), option
+                    checked += 1
+    assert checked > 50
+    index = modules["index"].build_parser()
+    assert index.parse_args(["build", "--index-type", "Flat"]).index_type == "Flat"
+    assert index.parse_args(["build", "--index_type", "IVF"]).index_type == "IVF"
+
+
+def test_top_level_help_lists_the_pipelines():
+    proc = subprocess.run([PXFLOW, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0
+    for name in ("object_detection", "instance_segmentation", "PP-ShiTuV2", "open_vocabulary_segmentation"):
+        assert f"  {name}\n" in proc.stdout + "\n", proc.stdout
