@@ -89,13 +89,16 @@ _cmdlines: dict[psutil.Process, str] = {}
 
 
 def _cmd(p: psutil.Process) -> str:
-    """The command line, remembered from the first look (a process killed since still has one)."""
-    if p not in _cmdlines:
-        try:
-            _cmdlines[p] = " ".join(p.cmdline())
-        except psutil.Error:
-            return "?"
-    return _cmdlines[p]
+    """The command line, read afresh while the process lives and remembered for after it ends.
+
+    Read afresh: a child seen between its fork and its exec still shows its parent's command line
+    (under load that window is long enough to be seen), so a first look must not stick.
+    """
+    try:
+        _cmdlines[p] = " ".join(p.cmdline())
+    except psutil.Error:
+        pass
+    return _cmdlines.get(p, "?")
 
 
 def _servers(seen):
