@@ -105,6 +105,29 @@ _models: dict[tuple, Any] = {}
 _models_lock = threading.Lock()
 
 
+def recognition_config(pipeline: str = "PP-ShiTuV2", rec_model_dir: str | None = None,
+                       backend: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The pipeline config with ``rec_model_dir`` and ``backend`` applied, and its ``SubModules.Recognition``."""
+    from pxflow.pipelines.config import load_config
+    from pxflow.pipelines.overrides import apply_overrides
+    from pxflow.pipelines.predictors import submodule
+
+    config = apply_overrides(
+        load_config(pipeline),
+        settings={"backend": backend} if backend else None,
+        assignments=[f"SubModules.Recognition.model_dir={rec_model_dir}"] if rec_model_dir else (),
+    )
+    return config, submodule(config, "Recognition")
+
+
+def recognition_identity(section: dict[str, Any]):
+    """The recognition model's name and checksum, resolving (or downloading) it but loading nothing:
+    a model that is neither cached nor downloadable raises ``ModelUnavailableError`` here."""
+    from pxflow.pipelines.predictors.registry import section_identity
+
+    return section_identity(section, "Recognition", "image_feature")
+
+
 def feature_model(pipeline: str = "PP-ShiTuV2", rec_model_dir: str | None = None, backend: str | None = None, device: str | None = None):
     """The pipeline config's ``SubModules.Recognition`` model (``rec_model_dir`` overrides), loaded once per process.
 
@@ -112,19 +135,11 @@ def feature_model(pipeline: str = "PP-ShiTuV2", rec_model_dir: str | None = None
     replaced is loaded anew instead of serving features of the old weights under the new
     checksum. The checksum itself is cached by file stat (:meth:`ModelSpec.sha256`).
     """
-    from pxflow.pipelines.config import load_config
-    from pxflow.pipelines.overrides import apply_overrides
-    from pxflow.pipelines.predictors import create_predictor, submodule
-    from pxflow.pipelines.predictors.registry import section_identity
+    from pxflow.pipelines.predictors import create_predictor
     from pxflow.pipelines.settings import PxflowSettings
 
-    config = apply_overrides(
-        load_config(pipeline),
-        settings={"backend": backend} if backend else None,
-        assignments=[f"SubModules.Recognition.model_dir={rec_model_dir}"] if rec_model_dir else (),
-    )
-    section = submodule(config, "Recognition")
-    key = (section_identity(section, "Recognition", "image_feature").sha256, canonical_json(config.get("Pxflow")), device)
+    config, section = recognition_config(pipeline, rec_model_dir, backend)
+    key = (recognition_identity(section).sha256, canonical_json(config.get("Pxflow")), device)
     with _models_lock:
         found = _models.get(key)
         if found is None:

@@ -13,6 +13,8 @@ import sys
 
 from pxflow.pipelines.models.backends import backend_names
 
+from .errors import CliParser
+
 
 def _at_least_one(text: str) -> int:
     """A cap given on the command line: a whole number >= 1 (``1e6`` accepted), else a usage error (exit 2)."""
@@ -36,7 +38,7 @@ def _seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pxflow serve", description="Serve a pipeline with PaddleX 3.x's HTTP API.")
+    p = CliParser(prog="pxflow serve", description="Serve a pipeline with PaddleX 3.x's HTTP API.")
     p.add_argument("serve", nargs="?", help=argparse.SUPPRESS)
     p.add_argument("--pipeline", required=True, help="pipeline name or YAML path")
     p.add_argument("--host", default="127.0.0.1")
