@@ -151,6 +151,7 @@ def test_eval_segm_on_a_detection_run_is_one_line(detection_output, tmp_path, sh
 # ---------------------------------------------------------------- 12: the exit path of Delta readers
 
 
+@pytest.mark.slow
 def test_commands_that_read_delta_tables_always_exit_with_their_status_and_full_output(detection_output, tmp_path,
                                                                                        shared_dir):
     """deltalake/arrow readers abort the interpreter's shutdown now and then (exit 134, output lost):

@@ -392,6 +392,8 @@ def _run_stoppable(flow_fn: Any, params: dict[str, Any]) -> Any:
         except BaseException as exc:  # re-raised in the main thread
             outcome["error"] = exc
 
+    if threading.current_thread() is not threading.main_thread():  # no signals here: just run it
+        return flow_fn(**params, return_state=True)
     thread = threading.Thread(target=contextvars.copy_context().run, args=(target,), name="pxflow-flow", daemon=True)
     previous = signal.signal(signal.SIGTERM, handler)
     try:
