@@ -87,19 +87,16 @@ def check_deployment(name: str) -> None:
     """
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
-    from prefect.settings import PREFECT_API_URL
 
-    how = ("create it with `prefect --no-prompt deploy --prefect-file deployments/prefect.yaml --name gpu` "
-           "(the annotate-shard-group flow), or pass --deployment FLOW/NAME")
-    api = PREFECT_API_URL.value()
-    if not api:
-        raise ValueError(f"runner deployment: the deployment {name!r} must live on your Prefect server, and "
-                         f"PREFECT_API_URL is not set (a temporary server has no deployments); set it and {how}")
     with get_client(sync_client=True) as client:
         try:
             client.read_deployment_by_name(name)
         except ObjectNotFound:
-            raise ValueError(f"runner deployment: no deployment {name!r} on {api}; {how}") from None
+            raise ValueError(
+                f"runner deployment: no deployment {name!r} on {client.api_url}; create it with `prefect --no-prompt "
+                "deploy --prefect-file deployments/prefect.yaml --name gpu` (the annotate-shard-group flow) on the "
+                "server in PREFECT_API_URL, or pass --deployment FLOW/NAME"
+            ) from None
 
 
 def fan_out_to_deployment(job: AnnotateJob, input: str, options: Any, everything: bool) -> dict[str, Any]:

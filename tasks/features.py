@@ -29,6 +29,7 @@ from pxflow.pipelines.predictors.image_feature import EMBED_BATCH
 from pxflow.pipelines.io.manifest import MANIFEST_SUFFIXES, iter_entries
 from pxflow.pipelines.io.storage import Storage
 from pxflow.pipelines.io.uri import join_uri
+from pxflow.pipelines.pp_shitu_v2.gallery import recognition_config, recognition_identity
 from pxflow.pipelines.retrieval.gallery import label_file_dir, parse_gallery_lines
 
 from .lake import Lake, append_features, read_features
@@ -103,29 +104,6 @@ LOAD_WORKERS = 4
 
 _models: dict[tuple, Any] = {}
 _models_lock = threading.Lock()
-
-
-def recognition_config(pipeline: str = "PP-ShiTuV2", rec_model_dir: str | None = None,
-                       backend: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The pipeline config with ``rec_model_dir`` and ``backend`` applied, and its ``SubModules.Recognition``."""
-    from pxflow.pipelines.config import load_config
-    from pxflow.pipelines.overrides import apply_overrides
-    from pxflow.pipelines.predictors import submodule
-
-    config = apply_overrides(
-        load_config(pipeline),
-        settings={"backend": backend} if backend else None,
-        assignments=[f"SubModules.Recognition.model_dir={rec_model_dir}"] if rec_model_dir else (),
-    )
-    return config, submodule(config, "Recognition")
-
-
-def recognition_identity(section: dict[str, Any]):
-    """The recognition model's name and checksum, resolving (or downloading) it but loading nothing:
-    a model that is neither cached nor downloadable raises ``ModelUnavailableError`` here."""
-    from pxflow.pipelines.predictors.registry import section_identity
-
-    return section_identity(section, "Recognition", "image_feature")
 
 
 def feature_model(pipeline: str = "PP-ShiTuV2", rec_model_dir: str | None = None, backend: str | None = None, device: str | None = None):

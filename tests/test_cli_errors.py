@@ -97,9 +97,7 @@ def test_a_missing_model_is_one_line_exit_2_before_any_server(command, tmp_path,
     (["--prune", "--limit", "2"], "pxflow annotate: error: --prune: prune does not mix with limit"),
     (["--max-error-rate", "1.5"], "pxflow annotate: error: --max-error-rate: Input should be less than or equal to 1"),
     (["--shard-size", "x"], "pxflow annotate: error: argument --shard-size/--shard_size: invalid int value: 'x'"),
-    (["--runner", "deployment"], "pxflow annotate: error: runner deployment: the deployment 'annotate-shard-group/gpu' "
-                                 "must live on your Prefect server, and PREFECT_API_URL is not set"),
-], ids=["workers-0", "prune-limit", "max-error-rate", "bad-int", "deployment-without-api"])
+], ids=["workers-0", "prune-limit", "max-error-rate", "bad-int"])
 def test_annotate_usage_errors_are_one_line_naming_the_flag(args, expected, tmp_path, shared_dir):
     images = _images(tmp_path, 1)
     proc = _pxflow(tmp_path, "annotate", "--input", str(images), "--output", str(tmp_path / "out"),
@@ -122,8 +120,19 @@ def test_an_unknown_deployment_is_one_line_naming_it_and_the_fix(prefect_server,
                    "--model-dir", str(PICODET_ONNX), "--runner", "deployment", "--deployment", "nope/missing",
                    PREFECT_API_URL=prefect_server)
     line = _one_line(proc, tmp_path)
-    assert f"no deployment 'nope/missing' on {prefect_server}" in line
+    assert line.startswith(f"pxflow annotate: error: runner deployment: no deployment 'nope/missing' on {prefect_server}")
     assert "prefect --no-prompt deploy --prefect-file deployments/prefect.yaml" in line
+    assert not (tmp_path / "out" / "images").exists()
+
+
+def test_an_unknown_deployment_on_the_temporary_server_is_one_line_before_any_flow(tmp_path, shared_dir):
+    images = _images(tmp_path, 1)
+    proc = _pxflow(tmp_path, "annotate", "--input", str(images), "--output", str(tmp_path / "out"),
+                   "--model-dir", str(PICODET_ONNX), "--runner", "deployment", "--no-progress")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "ObjectNotFound" not in proc.stderr
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("pxflow annotate")]
+    assert "runner deployment: no deployment 'annotate-shard-group/gpu' on http://127.0.0.1:" in line
     assert not (tmp_path / "out" / "images").exists()
 
 

@@ -31,7 +31,7 @@ import sys
 import time
 from typing import Any
 
-from .errors import CliParser, UsageError, validation_line
+from .errors import CliParser, UsageError, one_line, validation_line
 from .server import drain_events, prefect_session
 from .values import parse_literal
 
@@ -177,9 +177,12 @@ def preflight(command: str, params: dict[str, Any], write_check: bool = True) ->
             raise ValueError(f"{params['input']} lists no images (a typo? --allow-empty accepts an empty run)")
     # the flow's shards run in this process with the thread runner: keep the loaded pipeline for them
     if options.runner == "deployment":  # the models run on the deployment's pool; check them on this CPU
+        from prefect.settings import PREFECT_API_URL
+
         from pxflow.flows.groups import check_deployment
 
-        check_deployment(options.deployment)  # on PREFECT_API_URL's server (none of ours is started)
+        if PREFECT_API_URL.value():  # a server of the user's: ask it now, before anything starts
+            check_deployment(options.deployment)
         checked_pipeline(job.on_device("cpu").config, job.model_sha256, job.predict_kwargs, keep=False)
     else:
         checked_pipeline(job.config, job.model_sha256, job.predict_kwargs, keep=options.runner == "thread")
@@ -328,6 +331,14 @@ def _run(command: str, args: argparse.Namespace, params: dict[str, Any]) -> int:
     from pxflow.flows.progress import set_progress_callback
 
     with prefect_session():
+        if params["options"].runner == "deployment" and command == "annotate":
+            from pxflow.flows.groups import check_deployment
+
+            try:  # the temporary server just started: only now can it be asked (preflight asked a server of yours)
+                check_deployment(params["options"].deployment)
+            except ValueError as exc:
+                print(f"pxflow {command}: {one_line(exc)}", file=sys.stderr)
+                return 2
         progress = _Progress(args.no_progress)
         set_progress_callback(progress)
         clear_stop()

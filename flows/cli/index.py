@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _feature_model(args: argparse.Namespace):
     from pxflow.pipelines.predictors import create_predictor
     from pxflow.pipelines.settings import PxflowSettings
-    from pxflow.tasks.features import recognition_config
+    from pxflow.pipelines.pp_shitu_v2.gallery import recognition_config
 
     config, section = recognition_config(args.pipeline, args.rec_model_dir, args.backend)
     settings = PxflowSettings.from_mapping(config.get("Pxflow"))
@@ -131,7 +131,7 @@ def _feature_model(args: argparse.Namespace):
 def _check_model(args: argparse.Namespace) -> None:
     """The recognition model exists (or downloads) before any Prefect server starts: a missing one
     raises ``ModelUnavailableError``, which :func:`pxflow.flows.cli.main` prints as one line, exit 2."""
-    from pxflow.tasks.features import recognition_config, recognition_identity
+    from pxflow.pipelines.pp_shitu_v2.gallery import recognition_config, recognition_identity
 
     recognition_identity(recognition_config(args.pipeline, args.rec_model_dir, args.backend)[1])
 
