@@ -14,7 +14,9 @@
    (:mod:`pxflow.tasks.maintenance`).
 4. The run appends its row to the ``runs`` table and publishes a Prefect artifact naming
    the table versions it produced. A run with failed shards or retryable failures is not
-   complete: it fails, and the next run picks up exactly what is missing.
+   complete: it fails, and the next run picks up exactly what is missing. A complete run whose
+   inferred inputs all failed (or more than ``options.max_error_rate`` of them) fails too, with
+   its summary as the state's data; so does a run stopped by :mod:`.interrupt` (``interrupted``).
 """
 
 from __future__ import annotations

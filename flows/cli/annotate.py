@@ -10,13 +10,16 @@ Usage errors (a typo in the pipeline, a bad threshold or prompt, a broken model,
 unknown URI scheme, a partition that does not fit the tables, an input that lists
 nothing, a GPU this machine cannot use) are found before any Prefect server starts.
 Exit status: 0 when every listed input has its row, 1 when some shard failed or some
-input failed transiently (rerun the same command to finish), 2 for usage errors.
+input failed transiently (rerun the same command to finish) or the run broke its error
+budget (``--max-error-rate``: every inferred input failed, or more than that share), 2 for
+usage errors (one stderr line), 143 when SIGTERM stopped it (the summary says ``interrupted``).
 
 Nothing outlives the command (:mod:`flows.cli.server`, shared by every flow command):
 without ``PREFECT_API_URL`` it starts the temporary Prefect server itself (a child that
 dies with it, even on SIGKILL), points every worker at it, and a small reaper process ends
-whatever else it started (Dask workers ...) if the command is killed. SIGTERM ends the run
-like Ctrl-C: shards already committed stay, a rerun finishes the rest.
+whatever else it started (Dask workers ...) if the command is killed. SIGTERM during the flow
+stops planning: shards already committed (and those in flight) stay, the summary is printed,
+a rerun finishes the rest; a second SIGTERM ends the command at once.
 """
 
 from __future__ import annotations
@@ -327,7 +330,7 @@ def _run(command: str, args: argparse.Namespace, params: dict[str, Any]) -> int:
     """Run the flow; print its summary. Exit 0 done, 1 failed or over the error budget, 143 stopped by SIGTERM."""
     from pxflow.flows.annotate import annotate
     from pxflow.flows.backfill import backfill
-    from pxflow.flows.interrupt import clear_stop
+    from pxflow.flows.interrupt import clear_stop, stop_requested
     from pxflow.flows.progress import set_progress_callback
 
     with prefect_session():
@@ -364,9 +367,11 @@ def _run(command: str, args: argparse.Namespace, params: dict[str, Any]) -> int:
         print(json.dumps(_brief(result), indent=1, default=str))
     if completed:
         return 0
-    if result is not None and result.get("interrupted"):
-        print(f"pxflow {command}: interrupted (SIGTERM): {result.get('shards_committed')} shard(s) committed stay; "
-              "rerun the same command to finish", file=sys.stderr)
+    if (result is not None and result.get("interrupted")) or stop_requested():
+        if failure and result is None:
+            print(failure, file=sys.stderr)
+        done = f"{result.get('shards_committed')} shard(s) committed" if result is not None else "what was committed"
+        print(f"pxflow {command}: interrupted (SIGTERM): {done} stay; rerun the same command to finish", file=sys.stderr)
         return 128 + signal.SIGTERM
     if result is not None and result.get("error_budget_exceeded"):
         print(f"pxflow {command}: error budget exceeded: {result['images_error']} of {result['images_inferred']} "
