@@ -14,7 +14,9 @@
    (:mod:`pxflow.tasks.maintenance`).
 4. The run appends its row to the ``runs`` table and publishes a Prefect artifact naming
    the table versions it produced. A run with failed shards or retryable failures is not
-   complete: it fails, and the next run picks up exactly what is missing.
+   complete: it fails, and the next run picks up exactly what is missing. A complete run whose
+   inferred inputs all failed (or more than ``options.max_error_rate`` of them) fails too, with
+   its summary as the state's data; so does a run stopped by :mod:`.interrupt` (``interrupted``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.futures import as_completed
+from prefect.states import Failed
 
 from pxflow.pipelines.io.manifest import iter_entries
 from pxflow.tasks.annotate_shard import annotate_shard
@@ -41,6 +44,7 @@ from pxflow.tasks.maintenance import finish_pending_swaps, prune_missing, stagin
 from pxflow.tasks.model_cache import checked_pipeline
 from pxflow.tasks.plan import PlanStats, plan
 
+from .interrupt import stop_requested
 from .options import AnnotateOptions
 from .progress import report
 from .runners import get_runner, gpu_slot_tags, local_device_check, make_task_runner, submit_context, threads_per_worker, worker_device
@@ -120,7 +124,12 @@ def run_shards(
     # on a GPU of this machine, a tag-based global concurrency limit keeps one shard per GPU at a time
     shard_task = annotate_shard.with_options(tags=gpu_slot_tags(job.device)) if runner in ("thread", "process") else annotate_shard
     first = True
-    for shard in shards:
+    planned_all = False
+    while not stop_requested():  # SIGTERM: plan no more shards; those in flight still commit below
+        shard = next(shards, None)
+        if shard is None:
+            planned_all = True
+            break
         if first:
             checkpoint("after_plan")
             first = False
@@ -131,13 +140,17 @@ def run_shards(
         pending.append(future)
         while len(pending) >= max_in_flight:
             collect_one()
+    if not planned_all:
+        logger.warning("stop requested: no new shards after %d planned; waiting for %d in flight", stats.shards,
+                       len(pending))
     progress(True)
     while pending:
         collect_one()
     if stats.duplicates:
         logger.warning("%d input(s) were listed more than once and annotated once", stats.duplicates)
     summaries.sort(key=lambda s: s.get("shard_index", 0))
-    return {"plan": stats.as_dict(), "listed_uris": stats.listed_uris, "summaries": summaries, "failures": failures}
+    return {"plan": stats.as_dict(), "listed_uris": stats.listed_uris, "summaries": summaries, "failures": failures,
+            "interrupted": not planned_all}
 
 
 def _run_name() -> str:
@@ -208,12 +221,15 @@ def _annotate(job: AnnotateJob, input: str, output: str, options: AnnotateOption
         outcome = run_shards.with_options(task_runner=task_runner)(
             job, input, options.shard_size, max(2, 2 * options.concurrency), everything, options.limit, options.runner
         )
-    if outcome["plan"]["listed"] == 0 and not options.allow_empty:
+    if outcome["plan"]["listed"] == 0 and not options.allow_empty and not outcome.get("interrupted"):
         raise EmptyInputError(f"{input} lists no images (a typo? pass allow_empty to accept an empty run)")
     pruned = 0
-    if options.replace and not outcome["failures"]:
+    # an interrupted run listed only part of the input: swapping its staging in or pruning against its
+    # listing would drop the rows of every input it never reached
+    interrupted = bool(outcome.get("interrupted"))
+    if options.replace and not outcome["failures"] and not interrupted:
         swap_in_staging(lake, Lake(job.staging, storage), job.run_key, partition)
-    if options.prune:
+    if options.prune and not interrupted:
         pruned = prune_missing(lake, job.run_key, partition, outcome["listed_uris"])
     checkpoint("before_runs_row")
     summary = run_summary(job, input, options, outcome, lake, started, run_id, pruned)
@@ -226,6 +242,8 @@ def _annotate(job: AnnotateJob, input: str, output: str, options: AnnotateOption
         summary["images_inferred"], summary["images_error"], summary["objects_written"],
         summary["shards_committed"], summary["shards_planned"],
     )
+    if summary["interrupted"]:  # what committed stays; the summary (with its counts) is the state's data
+        return Failed(message="interrupted: stopped planning new shards; rerun to finish", data=summary)
     if not summary["complete"]:
         # the first failed shard's error says why (a model that cannot run fails every shard the same way)
         why = f"; first shard error: {outcome['failures'][0]['error']}" if outcome["failures"] else ""
@@ -233,4 +251,8 @@ def _annotate(job: AnnotateJob, input: str, output: str, options: AnnotateOption
             f"{len(summary['missing'])} input(s) without a row, {summary['images_retryable']} retryable failure(s), "
             f"failed shards: {[f['shard_id'] for f in outcome['failures']]} (rerun to finish){why}"
         )
+    if summary["error_budget_exceeded"]:  # complete, but too many inputs failed: a failed run, with its summary
+        return Failed(message=f"error budget exceeded: {summary['images_error']} of {summary['images_inferred']} "
+                              f"inferred inputs failed (max_error_rate {options.max_error_rate}): "
+                              f"{summary['error_types']}", data=summary)
     return summary

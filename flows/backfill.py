@@ -23,6 +23,7 @@ from pxflow.pipelines.io.uri import join_uri
 from pxflow.tasks.credentials import storage_for
 
 from .annotate import annotate
+from .interrupt import stop_requested
 from .options import AnnotateOptions
 
 PARTITION = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
@@ -75,6 +76,10 @@ def backfill(input: str, output: str, start: str, end: str, options: AnnotateOpt
     per_partition: list[dict[str, Any]] = []
     failed = []
     for name in partitions:
+        if stop_requested():  # SIGTERM: no new partition; the ones not started are reported as failed
+            failed.append(name)
+            per_partition.append({"partition": name, "listed": None, "inferred": None, "unchanged": None, "errors": None})
+            continue
         state = annotate(input=join_uri(input, name), output=output, options=per_options, partition=name,
                          return_state=True)
         if state.is_completed():

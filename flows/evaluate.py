@@ -86,6 +86,25 @@ def resolve_run_key(lake: Lake, run_key: str | None, partition: str | None = Non
     return run_key
 
 
+#: why a segm evaluation cannot run (the flow's check and the CLI's precheck say the same)
+NO_MASKS = "segm evaluation needs masks: this run's objects have none (use --iou-type bbox)"
+
+
+def check_masks(lake: Lake, run_key: str, partition: str | None = None) -> None:
+    """:class:`TableError` when the run's ``objects`` rows hold no mask (a detection run given ``segm``).
+
+    Reads only ``mask_counts`` of the run's rows, so the CLI can say it before any flow starts.
+    """
+    data = lake.dataset("objects")
+    if data is None:  # no objects at all: nothing to evaluate wrongly
+        return
+    if "mask_counts" not in data.schema.names:
+        raise TableError(NO_MASKS)
+    rows = data.to_table(columns=["mask_counts"], filter=_run_filter(run_key, partition, data.schema.names))
+    if rows.num_rows and rows.column("mask_counts").null_count == rows.num_rows:
+        raise TableError(NO_MASKS)
+
+
 def load_rows(lake: Lake, run_key: str, partition: str | None = None) -> tuple[list[dict], list[dict], str | None]:
     """``(images rows, objects rows, pipeline)`` of one run key (only the columns evaluation needs)."""
     images_data = lake.dataset("images")
@@ -197,7 +216,7 @@ def evaluate_rows(images: list[dict], objects: list[dict], gt=None, iou_type: st
         uris = {r["image_uri"] for r in kept}
         records, skipped = ev.boxes_from_rows((r for r in objects if r["image_uri"] in uris), require_mask=iou_type == "segm")
         if iou_type == "segm" and objects and all(r.get("mask_counts") is None for r in objects):
-            raise TableError("segm evaluation needs masks: this run's objects have none (use --iou-type bbox)")
+            raise TableError(NO_MASKS)
         detections = ev.detections_from_boxes(records, gt)
         ids = [ev.image_id_for(r["image_uri"], gt) for r in kept]
         stats = ev.coco_eval(gt, detections, iou_type, image_ids=ids) if ids else [0.0] * 12

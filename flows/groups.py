@@ -80,11 +80,31 @@ def group_key(run_id: str, shard_ids: list[str]) -> str:
     return f"pxflow-{run_id}-{digest}"
 
 
+def check_deployment(name: str) -> None:
+    """``name`` (``flow/deployment``) exists on the Prefect API in use, else a one-line ``ValueError``.
+
+    Without it ``run_deployment`` fails only after planning, with ``ObjectNotFound: None``.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(name)
+        except ObjectNotFound:
+            raise ValueError(
+                f"runner deployment: no deployment {name!r} on {client.api_url}; create it with `prefect --no-prompt "
+                "deploy --prefect-file deployments/prefect.yaml --name gpu` (the annotate-shard-group flow) on the "
+                "server in PREFECT_API_URL, or pass --deployment FLOW/NAME"
+            ) from None
+
+
 def fan_out_to_deployment(job: AnnotateJob, input: str, options: Any, everything: bool) -> dict[str, Any]:
     """Plan, submit one child run per group of shards, wait for all, and collect per-shard summaries."""
     from prefect.deployments import run_deployment
 
     logger = get_run_logger()
+    check_deployment(options.deployment)  # before planning: a missing deployment is one clear line
     storage = storage_for(job.s3_block)
     annotated = {} if everything else Lake(job.output, storage).annotated(job.run_key, job.partition)
     stats = PlanStats()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from pxflow.pipelines.models.backends import normalize_device
 from pxflow.tasks.job import DEFAULT_DOWNLOAD_WORKERS
@@ -50,17 +50,24 @@ class AnnotateOptions(BaseModel):
     allow_empty: bool = Field(False, description="an input that lists nothing is a successful (empty) run")
     download_workers: int = Field(DEFAULT_DOWNLOAD_WORKERS, ge=1, description="download/decode threads per shard")
     s3_block: str | None = Field(None, description="name of a Prefect Secret block with S3 settings (JSON)")
+    max_error_rate: float = Field(
+        1.0, ge=0.0, le=1.0,
+        description="error budget: the run fails when more than this share of the inputs it inferred failed, "
+                    "or when every one failed (the default 1.0 fails only the latter)",
+    )
 
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
         return normalize_device(value)
 
-    @model_validator(mode="after")
-    def _limit_without_prune(self) -> "AnnotateOptions":
-        if self.limit is not None and self.prune:
-            raise ValueError("limit and prune do not mix: a limited run does not list every input")
-        return self
+    @field_validator("prune")
+    @classmethod
+    def _prune_without_limit(cls, value: bool, info: ValidationInfo) -> bool:
+        # a field validator (not a model one) so the error names the field, and the CLI its flag
+        if value and info.data.get("limit") is not None:
+            raise ValueError("prune does not mix with limit: a limited run does not list every input")
+        return value
 
     @field_validator("runner")
     @classmethod

@@ -56,7 +56,9 @@ def run_summary(
         "images_per_second": round(inferred / (ended - started), 3) if inferred and ended > started else None,
         "rows_images": len(current),
         "missing": missing,
-        "complete": not outcome["failures"] and not missing and not retryable,
+        "complete": not outcome["failures"] and not missing and not retryable and not outcome.get("interrupted"),
+        "interrupted": bool(outcome.get("interrupted")),
+        **error_budget(inferred, sum(s["n_error"] for s in computed), getattr(options, "max_error_rate", 1.0)),
         "worker_pids": sorted({s["pid"] for s in computed if "pid" in s}),
         "shard_stats": [(s["pid"], s["model_loads"]) for s in computed if "pid" in s],
         "tables": {name: lake.location(name)[0] for name in ("images", "objects", "runs")},
@@ -65,6 +67,18 @@ def run_summary(
     summary["objects_version"] = lake.version("objects")
     summary["runs_version"] = lake.append("runs", runs_row(summary))
     return summary
+
+
+def error_budget(inferred: int, errors: int, max_error_rate: float) -> dict[str, Any]:
+    """The run's error rate over the inputs it inferred, and whether it broke the budget.
+
+    Every listed input getting its row is not success when the rows are all errors (a label file
+    given as a manifest: every path ``not_found``): a run where every inferred input failed, or
+    more than ``max_error_rate`` of them, exceeds the budget. A run that inferred nothing has none.
+    """
+    rate = errors / inferred if inferred else 0.0
+    return {"error_rate": round(rate, 4), "max_error_rate": max_error_rate,
+            "error_budget_exceeded": bool(inferred) and (errors == inferred or rate > max_error_rate)}
 
 
 def publish_summary(summary: dict[str, Any]) -> None:
@@ -81,6 +95,10 @@ def publish_summary(summary: dict[str, Any]) -> None:
     rows += [(f"error: {k}", v) for k, v in sorted(summary["error_types"].items())]
     tables = summary["tables"]
     verdict = "complete: every listed input has its row" if summary["complete"] else "INCOMPLETE: rerun to finish"
+    if summary.get("interrupted"):
+        verdict = "INTERRUPTED: stopped planning new shards; rerun to finish"
+    elif summary.get("error_budget_exceeded"):
+        verdict += f"; ERROR BUDGET EXCEEDED: error rate {summary['error_rate']} (max {summary['max_error_rate']})"
     lines = [
         f"# annotate `{summary['pipeline']}` / `{summary['model_name']}`",
         f"run key `{summary['run_key']}`{' partition `' + summary['partition'] + '`' if summary['partition'] else ''}: **{verdict}**",

@@ -29,6 +29,7 @@ from pxflow.pipelines.predictors.image_feature import EMBED_BATCH
 from pxflow.pipelines.io.manifest import MANIFEST_SUFFIXES, iter_entries
 from pxflow.pipelines.io.storage import Storage
 from pxflow.pipelines.io.uri import join_uri
+from pxflow.pipelines.pp_shitu_v2.gallery import recognition_config, recognition_identity
 from pxflow.pipelines.retrieval.gallery import label_file_dir, parse_gallery_lines
 
 from .lake import Lake, append_features, read_features
@@ -112,19 +113,11 @@ def feature_model(pipeline: str = "PP-ShiTuV2", rec_model_dir: str | None = None
     replaced is loaded anew instead of serving features of the old weights under the new
     checksum. The checksum itself is cached by file stat (:meth:`ModelSpec.sha256`).
     """
-    from pxflow.pipelines.config import load_config
-    from pxflow.pipelines.overrides import apply_overrides
-    from pxflow.pipelines.predictors import create_predictor, submodule
-    from pxflow.pipelines.predictors.registry import section_identity
+    from pxflow.pipelines.predictors import create_predictor
     from pxflow.pipelines.settings import PxflowSettings
 
-    config = apply_overrides(
-        load_config(pipeline),
-        settings={"backend": backend} if backend else None,
-        assignments=[f"SubModules.Recognition.model_dir={rec_model_dir}"] if rec_model_dir else (),
-    )
-    section = submodule(config, "Recognition")
-    key = (section_identity(section, "Recognition", "image_feature").sha256, canonical_json(config.get("Pxflow")), device)
+    config, section = recognition_config(pipeline, rec_model_dir, backend)
+    key = (recognition_identity(section).sha256, canonical_json(config.get("Pxflow")), device)
     with _models_lock:
         found = _models.get(key)
         if found is None:

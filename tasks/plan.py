@@ -92,13 +92,13 @@ def plan(
         options = None if isinstance(entry, str) else (dict(getattr(entry, "extra", None) or {}) or None)
         batch.append((uri, etag, options))
         if len(batch) == shard_size:
+            stats.shards += 1  # counted when handed out: a consumer that stops early has planned it
             yield _shard(batch, index, shard_size)
-            stats.shards += 1
             index += 1
             batch = []
     if batch:
-        yield _shard(batch, index, shard_size)
         stats.shards += 1
+        yield _shard(batch, index, shard_size)
 
 
 def _statable(uri: str) -> bool:

@@ -94,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
               " (pxflow --help lists the commands)", file=sys.stderr)
         return 2
     if args and args[0] in SUBCOMMANDS:
-        from .errors import UsageError, one_line
+        from pxflow.pipelines.models.source import ModelUnavailableError
+
+        from .errors import UsageError, model_error_line, one_line
         from .server import ServerStartError
 
         module = importlib.import_module(SUBCOMMANDS[args[0]])
@@ -102,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
             return int(module.main(args) or 0)
         except UsageError as exc:  # bad input found before any work: one line, exit 2 (see run())
             print(f"pxflow {args[0]}: {one_line(exc)}", file=sys.stderr)
+            return 2
+        except ModelUnavailableError as exc:  # a model neither cached nor downloadable: a usage error too
+            print(f"pxflow {args[0]}: {model_error_line(exc, MODEL_FIXES.get(args[0], 'give --model-dir DIR'))}", file=sys.stderr)
             return 2
         except ServerStartError as exc:  # no Prefect API to run the flow on: one line, nothing left running
             print(f"pxflow {args[0]}: {one_line(exc)}", file=sys.stderr)
@@ -111,27 +116,49 @@ def main(argv: list[str] | None = None) -> int:
     return int(predict_main(args) or 0)
 
 
+#: how a subcommand is pointed at a model directory (named in "model unavailable" errors)
+MODEL_FIXES = {"index": "give --rec_model_dir DIR",
+               "annotate": "give --model-dir DIR (or --set SubModules.<name>.model_dir=DIR)",
+               "backfill": "give --model-dir DIR (or --set SubModules.<name>.model_dir=DIR)"}
+
+
 def run() -> None:
-    """The console script: ``main()``, then exit with its status.
+    """The console script: ``main()``, then a deliberate exit with its status.
 
-    A usage error (status 2) ran no flow and has nothing left to flush, so the process ends
-    right there (``os._exit``): native libraries' threads (delta-rs, ONNX Runtime, Paddle) can
-    otherwise abort the interpreter's shutdown ("terminate called without an active
-    exception", status -6) and hide the 2 that scripts check.
+    Every command has done its own cleanup when ``main()`` returns (the temporary Prefect server
+    stopped, Prefect's events drained: :func:`pxflow.flows.cli.server.prefect_api`; ``pxflow
+    serve``'s uvicorn shut down). What is left is the interpreter's own shutdown, where native
+    libraries' threads (delta-rs/arrow readers, ONNX Runtime, Paddle) now and then abort the
+    process ("terminate called without an active exception", status 134) and lose buffered
+    output. So stdout and stderr are flushed and the process ends with ``os._exit``: the exit
+    status is always the command's, and the last stdout line (eval's JSON) is always there.
     """
-    import os
-
     try:
         code = main()
-    except SystemExit as exc:  # argparse's usage errors
+    except SystemExit as exc:  # argparse's usage errors, SIGTERM outside a flow
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
         if exc.code not in (None, 0) and not isinstance(exc.code, int):
             print(exc.code, file=sys.stderr)
-    if code == 2:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(2)
-    sys.exit(code)
+    except KeyboardInterrupt:
+        code = 130
+    except Exception:  # a bug: its traceback, and still our exit path
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    exit_now(code)
+
+
+def exit_now(code: int) -> None:
+    """Flush stdout and stderr, then end the process with ``code`` (no interpreter shutdown)."""
+    import os
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (pxflow ... | head): nothing more to deliver
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

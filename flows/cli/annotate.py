@@ -10,13 +10,16 @@ Usage errors (a typo in the pipeline, a bad threshold or prompt, a broken model,
 unknown URI scheme, a partition that does not fit the tables, an input that lists
 nothing, a GPU this machine cannot use) are found before any Prefect server starts.
 Exit status: 0 when every listed input has its row, 1 when some shard failed or some
-input failed transiently (rerun the same command to finish), 2 for usage errors.
+input failed transiently (rerun the same command to finish) or the run broke its error
+budget (``--max-error-rate``: every inferred input failed, or more than that share), 2 for
+usage errors (one stderr line), 143 when SIGTERM stopped it (the summary says ``interrupted``).
 
 Nothing outlives the command (:mod:`flows.cli.server`, shared by every flow command):
 without ``PREFECT_API_URL`` it starts the temporary Prefect server itself (a child that
 dies with it, even on SIGKILL), points every worker at it, and a small reaper process ends
-whatever else it started (Dask workers ...) if the command is killed. SIGTERM ends the run
-like Ctrl-C: shards already committed stay, a rerun finishes the rest.
+whatever else it started (Dask workers ...) if the command is killed. SIGTERM during the flow
+stops planning: shards already committed (and those in flight) stay, the summary is printed,
+a rerun finishes the rest; a second SIGTERM ends the command at once.
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from typing import Any
 
-from .errors import UsageError
+from .errors import CliParser, UsageError, one_line, validation_line
 from .server import drain_events, prefect_session
 from .spellings import both_spellings
 from .values import parse_literal
@@ -63,6 +67,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     _flag(p, "replace", action="store_true", help="re-annotate the whole partition and swap it in atomically")
     _flag(p, "prune", action="store_true", help="drop the rows of inputs that are no longer listed")
     _flag(p, "allow-empty", action="store_true", help="an input that lists nothing is not an error")
+    _flag(p, "max-error-rate", type=float, default=None, metavar="RATE",
+          help="error budget: exit 1 when more than this share (0..1) of the inferred inputs failed; "
+               "a run where every input failed always fails (default 1.0)")
     _flag(p, "model-dir", default=None, help="the pipeline's primary model directory")
     _flag(p, "set", action="append", default=[], metavar="KEY.PATH=VALUE",
           help="config override, e.g. SubModules.Recognition.model_dir=/m (repeatable)")
@@ -78,18 +85,22 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def build_parser(command: str) -> argparse.ArgumentParser:
     if command == "backfill":
-        p = argparse.ArgumentParser(prog="pxflow backfill", description="Annotate dt=YYYY-MM-DD partitions between two dates.")
+        p = CliParser(prog="pxflow backfill", description="Annotate dt=YYYY-MM-DD partitions between two dates.")
         p.add_argument("--input", required=True, help="prefix holding dt=YYYY-MM-DD/ partitions")
         p.add_argument("--output", required=True, help="output root (partitions mirror the input's)")
         p.add_argument("--start", required=True, help="first date, YYYY-MM-DD")
         p.add_argument("--end", required=True, help="last date, YYYY-MM-DD (inclusive)")
     else:
-        p = argparse.ArgumentParser(prog="pxflow annotate", description="Annotate images into Delta Lake tables (images, objects, runs).")
+        p = CliParser(prog="pxflow annotate", description="Annotate images into Delta Lake tables (images, objects, runs).")
         p.add_argument("--input", required=True, help="prefix/folder of images, or a manifest (.parquet/.csv/.txt)")
         p.add_argument("--output", required=True, help="output root: local folder or s3:// prefix")
         p.add_argument("--partition", default=None, help="write into this Hive partition, e.g. dt=2024-01-01")
     _common(p)
     return both_spellings(p)
+
+
+#: AnnotateOptions fields whose flag is not ``--<field-with-dashes>``
+OPTION_FLAGS = {"concurrency": "--workers", "predict_kwargs": "--prompt/--index"}
 
 
 def flow_parameters(args: argparse.Namespace) -> dict[str, Any]:
@@ -125,6 +136,7 @@ def flow_parameters(args: argparse.Namespace) -> dict[str, Any]:
         "allow_empty": args.allow_empty,
         "download_workers": args.download_workers,
         "s3_block": args.s3_block,
+        "max_error_rate": args.max_error_rate,
     }
     options = AnnotateOptions(**{k: v for k, v in given.items() if v is not None})
     params: dict[str, Any] = {"input": args.input, "output": args.output, "options": options}
@@ -169,6 +181,12 @@ def preflight(command: str, params: dict[str, Any], write_check: bool = True) ->
             raise ValueError(f"{params['input']} lists no images (a typo? --allow-empty accepts an empty run)")
     # the flow's shards run in this process with the thread runner: keep the loaded pipeline for them
     if options.runner == "deployment":  # the models run on the deployment's pool; check them on this CPU
+        from prefect.settings import PREFECT_API_URL
+
+        from pxflow.flows.groups import check_deployment
+
+        if PREFECT_API_URL.value():  # a server of the user's: ask it now, before anything starts
+            check_deployment(options.deployment)
         checked_pipeline(job.on_device("cpu").config, job.model_sha256, job.predict_kwargs, keep=False)
     else:
         checked_pipeline(job.config, job.model_sha256, job.predict_kwargs, keep=options.runner == "thread")
@@ -301,29 +319,44 @@ def main(argv: list[str]) -> int:
             return 0
     except UsageError:
         raise  # one line (flows.cli.main), not argparse's usage text
-    except (ValidationError, ValueError, TypeError) as exc:
+    except ValidationError as exc:  # AnnotateOptions: one line naming the flag, not pydantic's report
+        parser.error(validation_line(exc, OPTION_FLAGS))
+    except (ValueError, TypeError) as exc:
         parser.error(str(exc))
 
     return _run(command, args, params)
 
 
 def _run(command: str, args: argparse.Namespace, params: dict[str, Any]) -> int:
+    """Run the flow; print its summary. Exit 0 done, 1 failed or over the error budget, 143 stopped by SIGTERM."""
     from pxflow.flows.annotate import annotate
     from pxflow.flows.backfill import backfill
+    from pxflow.flows.interrupt import clear_stop, stop_requested
     from pxflow.flows.progress import set_progress_callback
 
     with prefect_session():
+        if params["options"].runner == "deployment" and command == "annotate":
+            from pxflow.flows.groups import check_deployment
+
+            try:  # the temporary server just started: only now can it be asked (preflight asked a server of yours)
+                check_deployment(params["options"].deployment)
+            except ValueError as exc:
+                print(f"pxflow {command}: {one_line(exc)}", file=sys.stderr)
+                return 2
         progress = _Progress(args.no_progress)
         set_progress_callback(progress)
+        clear_stop()
         try:
             flow_fn = backfill if command == "backfill" else annotate
-            state = flow_fn(**params, return_state=True)
+            state = _run_stoppable(flow_fn, params)
         finally:
             set_progress_callback(None)
             progress.close()
         completed = state.is_completed()
-        result = state.result() if completed else None
-        expected = result.get("shards_planned") if isinstance(result, dict) and command == "annotate" else None
+        # a failed annotate run that got as far as its summary (interrupted, over the error budget) carries it
+        data = state.result(raise_on_failure=False)
+        result = data if isinstance(data, dict) else None
+        expected = result.get("shards_planned") if result is not None and command == "annotate" else None
         failure = None
         if not completed:
             try:
@@ -331,12 +364,64 @@ def _run(command: str, args: argparse.Namespace, params: dict[str, Any]) -> int:
             except Exception as exc:
                 failure = f"pxflow {command}: {type(exc).__name__}: {exc}"
         flush_events(state.state_details.flow_run_id, expected)
-    if completed:
+    if result is not None:
         print(json.dumps(_brief(result), indent=1, default=str))
+    if completed:
         return 0
+    if (result is not None and result.get("interrupted")) or stop_requested():
+        if failure and result is None:
+            print(failure, file=sys.stderr)
+        done = f"{result.get('shards_committed')} shard(s) committed" if result is not None else "what was committed"
+        print(f"pxflow {command}: interrupted (SIGTERM): {done} stay; rerun the same command to finish", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    if result is not None and result.get("error_budget_exceeded"):
+        print(f"pxflow {command}: error budget exceeded: {result['images_error']} of {result['images_inferred']} "
+              f"inferred inputs failed (error rate {result['error_rate']}, --max-error-rate {result['max_error_rate']}): "
+              f"{json.dumps(result['error_types'], sort_keys=True)}", file=sys.stderr)
+        return 1
     if failure:
         print(failure, file=sys.stderr)
     return 1
+
+
+def _run_stoppable(flow_fn: Any, params: dict[str, Any]) -> Any:
+    """The flow's final state; while it runs, the first SIGTERM stops planning (shards in flight commit,
+    the summary is printed, exit 143: :mod:`pxflow.flows.interrupt`) and a second one ends the command.
+
+    The flow runs in a thread of its own: Prefect's engine replaces the main thread's SIGTERM handler
+    with one that crashes the run ("Crash detected!"), and it installs none outside the main thread.
+    """
+    import contextvars
+    import threading
+
+    from pxflow.flows.interrupt import request_stop, stop_requested
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop_requested():
+            raise SystemExit(128 + signum)
+        request_stop()
+
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["state"] = flow_fn(**params, return_state=True)
+        except BaseException as exc:  # re-raised in the main thread
+            outcome["error"] = exc
+
+    if threading.current_thread() is not threading.main_thread():  # no signals here: just run it
+        return flow_fn(**params, return_state=True)
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(target,), name="pxflow-flow", daemon=True)
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.5)  # wakes up for signals
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["state"]
 
 
 def _brief(result: dict[str, Any]) -> dict[str, Any]:
@@ -346,5 +431,6 @@ def _brief(result: dict[str, Any]) -> dict[str, Any]:
     keys = ("run_key", "pipeline", "model_name", "partition", "listed", "duplicates", "unchanged", "new", "changed",
             "retried", "pruned", "images_inferred", "images_error", "images_retryable", "objects_written", "error_types",
             "rows_images", "shards_planned", "shards_committed", "shards_skipped", "images_per_second", "tables",
-            "images_version", "objects_version", "complete")
+            "images_version", "objects_version", "complete", "interrupted", "error_rate", "max_error_rate",
+            "error_budget_exceeded")
     return {k: result.get(k) for k in keys}

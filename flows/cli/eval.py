@@ -23,7 +23,7 @@ import json
 import sys
 from typing import Any, Callable
 
-from .errors import one_line
+from .errors import CliParser, one_line
 from .locations import check_location
 from .server import PrefectScope, add_prefect_flag
 from .spellings import both_spellings
@@ -47,7 +47,7 @@ def check_tables(prog: str, args: argparse.Namespace, files: dict[str, str | Non
     Prints one line and returns None on a usage error; else returns the run key. Only with
     ``--s3-block`` does the Prefect API start first (the block's settings are read through it).
     """
-    from pxflow.flows.evaluate import TableError, lake_for, resolve_run_key
+    from pxflow.flows.evaluate import TableError, check_masks, lake_for, resolve_run_key
 
     try:
         if args.s3_block:
@@ -61,7 +61,10 @@ def check_tables(prog: str, args: argparse.Namespace, files: dict[str, str | Non
         for flag, path in files.items():
             if path and not lake.storage.exists(path):
                 raise TableError(f"{flag} {path}: no such file")
-        return resolve_run_key(lake, args.run_key, args.partition)
+        run_key = resolve_run_key(lake, args.run_key, args.partition)
+        if getattr(args, "iou_type", None) == "segm":  # a detection run: say so now, not as the flow's traceback
+            check_masks(lake, run_key, args.partition)
+        return run_key
     except (TableError, ValueError, OSError) as exc:
         print(f"{prog}: {one_line(exc)}", file=sys.stderr)
         return None
@@ -94,7 +97,7 @@ def check_lake_gt(prog: str, args: argparse.Namespace) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pxflow eval", description="COCO evaluation of an annotate output (Delta tables).")
+    p = CliParser(prog="pxflow eval", description="COCO evaluation of an annotate output (Delta tables).")
     add_table_args(p)
     p.add_argument("--gt", default=None,
                    help="COCO ground-truth JSON (instances_*.json), or `lake`: the output's ground_truth table")

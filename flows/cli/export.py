@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from .errors import CliParser
 from .eval import add_table_args, check_tables, run_flow
 from .review import add_export_parsers, run_export
 from .server import PrefectScope
@@ -28,7 +29,7 @@ from .spellings import both_spellings
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pxflow export", description="Export annotate outputs.")
+    p = CliParser(prog="pxflow export", description="Export annotate outputs.")
     sub = p.add_subparsers(dest="what", required=True)
     c = sub.add_parser("coco", help="COCO results or COCO dataset JSON")
     add_table_args(c)

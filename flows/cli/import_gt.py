@@ -18,13 +18,14 @@ import argparse
 import json
 import sys
 
-from .errors import one_line
+from .errors import CliParser, one_line
+from .spellings import both_spellings
 from .locations import check_location
 from .server import PrefectScope
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pxflow import-gt", description="Store reviewed labels as ground truth.")
+    p = CliParser(prog="pxflow import-gt", description="Store reviewed labels as ground truth.")
     p.add_argument("--from", dest="fmt", required=True, choices=["label-studio", "cvat", "coco"],
                    help="the file's format: Label Studio JSON export, CVAT for images 1.1 XML, COCO dataset JSON")
     p.add_argument("file", help="the tool's export (local path or s3:// key)")
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default=None, help="name of this ground truth (default: the format)")
     p.add_argument("--s3-block", "--s3_block", dest="s3_block", default=None,
                    help="Prefect Secret block with S3 settings (JSON)")
-    return p
+    return both_spellings(p)
 
 
 def main(argv: list[str]) -> int:

@@ -46,13 +46,13 @@ from typing import Any, Callable
 
 from pxflow.pipelines.models.backends import backend_names
 
-from .errors import UsageError, one_line
+from .errors import CliParser, UsageError, one_line
 from .server import PrefectScope, add_prefect_flag
 from .spellings import both_spellings
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pxflow index", description="Build and maintain PP-ShiTuV2 (faiss) indexes.")
+    p = CliParser(prog="pxflow index", description="Build and maintain PP-ShiTuV2 (faiss) indexes.")
     sub = p.add_subparsers(dest="action", required=True)
 
     def model_args(q: argparse.ArgumentParser) -> None:
@@ -124,18 +124,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _feature_model(args: argparse.Namespace):
-    from pxflow.pipelines.config import load_config
-    from pxflow.pipelines.overrides import apply_overrides
-    from pxflow.pipelines.predictors import create_predictor, submodule
+    from pxflow.pipelines.predictors import create_predictor
     from pxflow.pipelines.settings import PxflowSettings
+    from pxflow.pipelines.pp_shitu_v2.gallery import recognition_config
 
-    config = apply_overrides(
-        load_config(args.pipeline),
-        settings={"backend": args.backend},
-        assignments=[f"SubModules.Recognition.model_dir={args.rec_model_dir}"] if args.rec_model_dir else (),
-    )
+    config, section = recognition_config(args.pipeline, args.rec_model_dir, args.backend)
     settings = PxflowSettings.from_mapping(config.get("Pxflow"))
-    return create_predictor(submodule(config, "Recognition"), settings, args.device or "cpu", "image_feature"), settings
+    return create_predictor(section, settings, args.device or "cpu", "image_feature"), settings
+
+
+def _check_model(args: argparse.Namespace) -> None:
+    """The recognition model exists (or downloads) before any Prefect server starts: a missing one
+    raises ``ModelUnavailableError``, which :func:`pxflow.flows.cli.main` prints as one line, exit 2."""
+    from pxflow.pipelines.pp_shitu_v2.gallery import recognition_config, recognition_identity
+
+    recognition_identity(recognition_config(args.pipeline, args.rec_model_dir, args.backend)[1])
 
 
 def _embed(args: argparse.Namespace):
@@ -355,6 +358,8 @@ def versioned_main(args: argparse.Namespace) -> int:
             else:
                 check_location(args.root, "--root")  # a missing bucket, a wrong key: one line now
             call = _versioned_call(args)
+            if args.action in ("build", "append", "refresh"):
+                _check_model(args)
             if isinstance(call, functools.partial):  # a flow: inline or on the Prefect API
                 result = prefect.call(call.func, *call.args, **call.keywords)
             else:

@@ -23,7 +23,7 @@ import argparse
 import json
 import sys
 
-from .errors import one_line
+from .errors import CliParser, one_line
 from .locations import check_location
 from .server import PrefectScope, add_prefect_flag
 from .spellings import both_spellings
@@ -32,7 +32,7 @@ from .spellings import both_spellings
 def build_parser() -> argparse.ArgumentParser:
     from pxflow.flows.maintenance import DEFAULT_RETENTION_HOURS, MIN_RETENTION_HOURS
 
-    p = argparse.ArgumentParser(prog="pxflow lake", description="Delta table maintenance of an annotate output.")
+    p = CliParser(prog="pxflow lake", description="Delta table maintenance of an annotate output.")
     sub = p.add_subparsers(dest="action", required=True)
     for name, help_text in (("optimize", "compact small files (rows unchanged)"),
                             ("vacuum", "delete files no recent table version references")):

@@ -23,13 +23,14 @@ from tqdm import tqdm
 
 from pxflow.pipelines.models.backends import backend_names
 
+from .errors import CliParser, model_error_line
 from .spellings import both_spellings
 from .values import parse_literal
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Flags are kebab-case (``--save-path``); PaddleX's snake_case spellings (``--save_path``) are aliases."""
-    p = argparse.ArgumentParser(prog="pxflow", description="PaddleX-compatible pipelines; see also `pxflow annotate -h`.")
+    p = CliParser(prog="pxflow", description="PaddleX-compatible pipelines; see also `pxflow annotate -h`.")
     p.add_argument("--pipeline", help="pipeline name (object_detection ...) or a pipeline YAML path")
     p.add_argument("--input", help="image file, directory, http(s) URL or s3:// URI/prefix")
     p.add_argument("--device", default=None, help="cpu (default), gpu or gpu:N (gpu:N,M uses the first)")
@@ -72,6 +73,7 @@ def main(argv: list[str]) -> int:
         build_parser().error("--pipeline and --input are required (or --get-pipeline-config NAME)")
 
     from pxflow.pipelines.config import load_config
+    from pxflow.pipelines.models.source import ModelUnavailableError
     from pxflow.pipelines.overrides import apply_overrides
     from pxflow.pipelines.registry import pipeline_class
 
@@ -82,6 +84,11 @@ def main(argv: list[str]) -> int:
             settings={"backend": args.backend}, options=kwargs,
         )
         pipeline = pipeline_class(config["pipeline_name"])(config, device=args.device)
+        # models load lazily (SAM on first use): resolve every one now, so a missing model is one line, exit 2
+        pipeline_class(config["pipeline_name"]).identity(config, kwargs)
+    except ModelUnavailableError as exc:
+        print(f"pxflow: {model_error_line(exc, 'give --model-dir DIR')}", file=sys.stderr)
+        return 2
     except Exception as exc:
         print(f"pxflow: cannot create pipeline {args.pipeline!r}: {exc}", file=sys.stderr)
         return 2

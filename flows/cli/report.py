@@ -14,16 +14,19 @@ location. Exit status: 0 written, 1 the report failed, 2 usage errors (no runs t
 from __future__ import annotations
 
 import argparse
+
+from .errors import CliParser
+from .spellings import both_spellings
 import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pxflow report", description="Build the HTML report of an annotate run.")
+    p = CliParser(prog="pxflow report", description="Build the HTML report of an annotate run.")
     p.add_argument("--output", required=True, help="output root of `pxflow annotate` (local folder or s3:// prefix)")
     p.add_argument("--run", default=None, help="flow run id of the run (default: the latest run in the runs table)")
     p.add_argument("--out", default=None, help="write the page here instead of <output>/_reports/<run_id>.html")
     p.add_argument("--samples", type=int, default=12, help="how many of the first inputs to draw (default 12)")
-    return p
+    return both_spellings(p)
 
 
 def main(argv: list[str]) -> int:

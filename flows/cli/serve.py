@@ -13,6 +13,7 @@ import sys
 
 from pxflow.pipelines.models.backends import backend_names
 
+from .errors import CliParser
 from .spellings import both_spellings
 
 
@@ -38,7 +39,7 @@ def _seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pxflow serve", description="Serve a pipeline with PaddleX 3.x's HTTP API.")
+    p = CliParser(prog="pxflow serve", description="Serve a pipeline with PaddleX 3.x's HTTP API.")
     p.add_argument("serve", nargs="?", help=argparse.SUPPRESS)
     p.add_argument("--pipeline", required=True, help="pipeline name or YAML path")
     p.add_argument("--host", default="127.0.0.1")

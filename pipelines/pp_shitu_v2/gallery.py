@@ -51,3 +51,26 @@ def embed_gallery(
     if not embedded.kept:
         raise ValueError(f"no readable gallery images ({len(skipped)} skipped)")
     return embedded.features, [labels[i] for i in embedded.kept], skipped
+
+
+def recognition_config(pipeline: str = "PP-ShiTuV2", rec_model_dir: str | None = None,
+                       backend: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The pipeline config with ``rec_model_dir`` and ``backend`` applied, and its ``SubModules.Recognition``."""
+    from ..config import load_config
+    from ..overrides import apply_overrides
+    from ..predictors import submodule
+
+    config = apply_overrides(
+        load_config(pipeline),
+        settings={"backend": backend} if backend else None,
+        assignments=[f"SubModules.Recognition.model_dir={rec_model_dir}"] if rec_model_dir else (),
+    )
+    return config, submodule(config, "Recognition")
+
+
+def recognition_identity(section: dict[str, Any]):
+    """The recognition model's name and checksum, resolving (or downloading) it but loading nothing:
+    a model that is neither cached nor downloadable raises ``ModelUnavailableError`` here."""
+    from ..predictors.registry import section_identity
+
+    return section_identity(section, "Recognition", "image_feature")
