@@ -14,10 +14,10 @@ location. Exit status: 0 written, 1 the report failed, 2 usage errors (no runs t
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .errors import CliParser
 from .spellings import both_spellings
-import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
