@@ -9,7 +9,6 @@ pydantic report, no traceback), stdout's JSON, and that no Prefect server starte
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,31 +19,13 @@ import pytest
 
 from tests.conftest import ROOT, SHARED
 from tests.support.annotate_helpers import read_table
+from tests.support.cli import cli_env as _env
+from tests.support.cli import run_pxflow as _pxflow
+from tests.support.cli import single_error_line as _one_line
 
 PICODET_ONNX = SHARED / "models" / "PicoDet-XS_coco_onnx"
 COCO_MINI = SHARED / "data" / "coco_val_mini"
 DRINK_LABELS = SHARED / "data" / "drink_dataset_v1.0" / "gallery" / "drink_label.txt"
-
-
-def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false", **extra)
-    return env
-
-
-def _pxflow(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pxflow.flows", *args], cwd=ROOT, env=_env(tmp_path, **env),
-                          capture_output=True, text=True, timeout=300)
-
-
-def _one_line(proc: subprocess.CompletedProcess, tmp_path: Path) -> str:
-    """stderr's only line of a usage error (exit 2, no traceback, no Prefect server started)."""
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr[-3000:]
-    assert not (tmp_path / "prefect-home" / "prefect.db").exists()  # no Prefect server started
-    return lines[0]
 
 
 def _images(tmp_path: Path, n: int) -> Path:
@@ -110,7 +91,7 @@ def test_annotate_usage_errors_are_one_line_naming_the_flag(args, expected, tmp_
 
 def test_a_subcommand_usage_error_is_one_line(tmp_path):
     line = _one_line(_pxflow(tmp_path, "index", "build", "--root", str(tmp_path), "--index_type", "Bogus"), tmp_path)
-    assert line == ("pxflow index build: error: argument --index_type: invalid choice: 'Bogus' (choose from 'Flat', "
+    assert line == ("pxflow index build: error: argument --index-type/--index_type: invalid choice: 'Bogus' (choose from 'Flat', "
                     "'IVF', 'HNSW32') (see pxflow index build --help)")
 
 

@@ -8,33 +8,15 @@ created its database under the command's own ``PREFECT_HOME``).
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from tests.conftest import ROOT, SHARED
+from tests.support.cli import run_pxflow as _pxflow
+from tests.support.cli import single_error_line as _the_one_line
 
 EMBEDDING = SHARED / "models" / "MobileNetV1_embedding_coral"
 PICODET_ONNX = SHARED / "models" / "PicoDet-XS_coco_onnx"
 MISSING_BUCKET = "pxflow-no-such-bucket"
-
-
-def _pxflow(tmp_path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    full = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    full.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false", **env)
-    return subprocess.run([sys.executable, "-m", "pxflow.flows", *args], cwd=ROOT, env=full, capture_output=True,
-                          text=True, timeout=300)
-
-
-def _the_one_line(proc: subprocess.CompletedProcess, tmp_path) -> str:
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr[-3000:]
-    assert not (tmp_path / "prefect-home" / "prefect.db").exists()  # no Prefect server started
-    return lines[0]
 
 
 def _index_build(root: str, name: str = "drinks") -> list[str]:
