@@ -15,6 +15,7 @@ from pxflow.pipelines.ops.masks import box_mask, decode_rle
 from pxflow.pipelines.registry import create_pipeline
 from tests.conftest import COCO_MINI, PICODET_PADDLE, require_shared
 from tests.support.seg_models import build_script, seg_images, seg_models  # noqa: F401  (fixtures)
+from tests.support.masks import iou
 
 B = build_script()
 BACKENDS = ["paddle", "onnxruntime"]
@@ -34,9 +35,6 @@ def sam_config(models: dict[str, str], layout: str = "", **px) -> dict:
 def make(models, layout="", backend="paddle", **px):
     return create_pipeline("open_vocabulary_segmentation", config=sam_config(models, layout, **px), backend=backend)
 
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / max(1, (a | b).sum()))
 
 
 class CallCounter:

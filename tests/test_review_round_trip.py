@@ -21,6 +21,7 @@ from pycocotools import mask as mask_utils
 from pxflow.flows.cli import main as cli_main
 from tests.conftest import COCO_MINI, SHARED
 from tests.test_export_eval import GT, annotate_into, coco_uris, last_json, pxflow, table_rows
+from tests.support.masks import iou
 
 YOLO_SEG = SHARED / "models" / "YOLOv8n-seg_int8_320_coco"
 
@@ -37,9 +38,6 @@ def seg_output(tmp_path_factory, shared_dir) -> str:
 def row_mask(row: dict) -> np.ndarray:
     return mask_utils.decode({"size": [row["mask_height"], row["mask_width"]], "counts": row["mask_counts"].encode()}) > 0
 
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum()) / float((a | b).sum())
 
 
 def box_iou(a, b) -> float:

@@ -24,6 +24,7 @@ from pxflow.pipelines.registry import create_pipeline
 from pxflow.tasks.rows import systematic_failure
 from tests.support.annotate_helpers import read_table
 from tests.support.seg_models import build_script, seg_images, seg_models, standard_sam  # noqa: F401  (fixtures)
+from tests.support.masks import iou
 
 B = build_script("build_test_models_sam")
 SAM_MEAN, SAM_STD = np.array(B.PROCESSOR["mean"]), np.array(B.PROCESSOR["std"])
@@ -36,9 +37,6 @@ def sam_config(model_dir: str, **px) -> dict:
         "Pxflow": px,
     }
 
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / max(1, (a | b).sum()))
 
 
 def disc(h: int, w: int, x: float, y: float) -> np.ndarray:
