@@ -71,7 +71,7 @@ def run(mode: str, inputs: Path, config: str, model_dir: str, shards: int, shard
     """Wall seconds of one planned+fanned-out run over ``shards`` shards, and the shards' summaries."""
     from pxflow.flows.annotate import job_for, run_shards
     from pxflow.flows.options import AnnotateOptions
-    from pxflow.flows.runners import make_task_runner
+    from pxflow.flows.runners import get_runner
 
     sub = inputs / f"n{shards * shard_size}"
     if not sub.exists():
@@ -84,7 +84,7 @@ def run(mode: str, inputs: Path, config: str, model_dir: str, shards: int, shard
                               runner=mode)
     out = tempfile.mkdtemp(dir=out_root)
     job = replace(job_for(out, options), flow_run_id=f"bench-{mode}-{workers}-{shards}")
-    runner = make_task_runner(mode, workers, address)
+    runner = get_runner(mode).task_runner(workers, address)
     started = time.perf_counter()
     outcome = run_shards.with_options(task_runner=runner)(job, str(sub), shard_size, max(2, 2 * workers), True,
                                                           None, mode)

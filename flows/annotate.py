@@ -47,7 +47,7 @@ from pxflow.tasks.plan import PlanStats, plan
 from .interrupt import stop_requested
 from .options import AnnotateOptions
 from .progress import report
-from .runners import get_runner, gpu_slot_tags, local_device_check, make_task_runner, submit_context, threads_per_worker, worker_device
+from .runners import get_runner
 from .report import publish_report
 from .summary import publish_summary, run_summary
 
@@ -71,7 +71,7 @@ def job_for(output: str, options: AnnotateOptions, partition: str | None = None)
         predict_kwargs=options.predict_kwargs,
         partition=partition,
         download_workers=options.download_workers,
-        cpu_threads=threads_per_worker(options.runner, options.concurrency, _address(options)),
+        cpu_threads=get_runner(options.runner).threads_per_worker(options.concurrency, _address(options)),
         s3_block=options.s3_block,
         assignments=tuple(options.set),
         device=options.device,
@@ -79,7 +79,7 @@ def job_for(output: str, options: AnnotateOptions, partition: str | None = None)
 
 
 def _address(options: AnnotateOptions) -> str | None:
-    return options.ray_address if options.runner == "ray" else options.dask_address
+    return get_runner(options.runner).address(options)
 
 
 @flow(name="annotate-shards", validate_parameters=False)
@@ -122,7 +122,7 @@ def run_shards(
         entries = itertools.islice(entries, limit)
     shards = plan(entries, annotated, shard_size, storage, stats, everything)
     # on a GPU of this machine, a tag-based global concurrency limit keeps one shard per GPU at a time
-    shard_task = annotate_shard.with_options(tags=gpu_slot_tags(job.device)) if runner in ("thread", "process") else annotate_shard
+    shard_task = annotate_shard.with_options(tags=get_runner(runner).shard_tags(job.device))
     first = True
     planned_all = False
     while not stop_requested():  # SIGTERM: plan no more shards; those in flight still commit below
@@ -134,7 +134,7 @@ def run_shards(
             checkpoint("after_plan")
             first = False
         options = list(shard.options) if shard.options else None
-        with submit_context(runner, job.device):  # dask/ray: the shard asks for one GPU
+        with get_runner(runner).submit_context(job.device):  # dask/ray: the shard asks for one GPU
             future = shard_task.submit(job, shard.shard_id, shard.index, list(shard.uris), options)
         shard_of[id(future)] = shard.shard_id
         pending.append(future)
@@ -171,7 +171,7 @@ def annotate(
     """Annotate every image under ``input`` (prefix or manifest) into the Delta tables under ``output``."""
     options = options or AnnotateOptions()
     started = time.time()
-    local_device_check(options.runner, options.device, options.backend, _address(options))
+    get_runner(options.runner).check_device(options.device, options.backend, _address(options))
     job, lease = _leased_job(output, options, partition)
     with lease or contextlib.nullcontext():  # gc keeps the run's index version until the run ends
         return _annotate(job, input, output, options, partition, started)
@@ -201,10 +201,9 @@ def _annotate(job: AnnotateJob, input: str, output: str, options: AnnotateOption
     lake = Lake(output, storage)
     lake.check_partitioning(partition)
     # bad options, prompts or models fail here, once, before any shard is planned
-    if options.runner == "deployment":  # the models run on the deployment's pool: validate them on this CPU
-        checked_pipeline(job.on_device("cpu").config, job.model_sha256, job.predict_kwargs, keep=False)
-    else:
-        checked_pipeline(job.config, job.model_sha256, job.predict_kwargs, keep=options.runner == "thread")
+    runner = get_runner(options.runner)  # deployment: the models run on its pool; they are validated on this CPU
+    checked_pipeline(job.on_device(runner.validation_device(job.device)).config, job.model_sha256, job.predict_kwargs,
+                     keep=runner.in_process)
     # a --replace killed between its two table swaps: finish it before planning against its half
     finish_pending_swaps(lake, job.run_key, partition)
     run_id = str(flow_run.get_id() or uuid.uuid4().hex)
@@ -212,12 +211,11 @@ def _annotate(job: AnnotateJob, input: str, output: str, options: AnnotateOption
     job = replace_fields(job, flow_run_id=run_id, force=everything,
                          staging=staging_for(output, run_id) if options.replace else None)
     logger.info("run key %s (%s, model %s sha256 %s…)", job.run_key, job.pipeline, job.model_name, job.model_sha256[:12])
-    job = job.on_device(worker_device(options.runner, job.device, _address(options)))
-    fan_out = get_runner(options.runner).fan_out
-    if fan_out is not None:
-        outcome = fan_out(job, input, options, everything)
+    job = job.on_device(runner.worker_device(job.device, _address(options)))
+    if not runner.runs_tasks:
+        outcome = runner.fan_out(job, input, options, everything)
     else:
-        task_runner = make_task_runner(options.runner, options.concurrency, _address(options), options.device)
+        task_runner = runner.task_runner(options.concurrency, _address(options), options.device)
         outcome = run_shards.with_options(task_runner=task_runner)(
             job, input, options.shard_size, max(2, 2 * options.concurrency), everything, options.limit, options.runner
         )

@@ -55,7 +55,9 @@ def annotate_shard_group(job: dict[str, Any], shards: list[dict[str, Any]], conc
     global concurrency limit of 1), so one GPU never runs two shards at once.
     """
     from pxflow.pipelines.models.backends import require_device
+    from pxflow.pipelines.plugins import load_plugins
 
+    load_plugins()  # this worker's flow run: the plug-ins' stores, pipelines and predictors, as the parent had them
     annotate_job = job if isinstance(job, AnnotateJob) else AnnotateJob(**job)
     require_device(annotate_job.device, None)  # this machine: a GPU it cannot use fails the group, never a CPU run
     task = annotate_shard.with_options(tags=gpu_slot_tags(annotate_job.device))

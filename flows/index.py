@@ -42,7 +42,7 @@ from pxflow.tasks.index_ops import (
 
 from .inline import call_task, in_flow_run, map_task, run_logger
 from .options import FeatureOptions
-from .runners import make_task_runner
+from .runners import get_runner
 
 WRITER_LIMIT_PREFIX = "pxflow-index-"
 #: seconds a writer's slot lease lasts between renewals (Prefect renews it while the flow runs)
@@ -118,7 +118,7 @@ def _features_for(
     todo = missing_entries(lake, entries, model["sha256"])
     stats = {"computed": 0, "failed": []}
     if todo and in_flow_run():
-        sub = compute_features.with_options(task_runner=make_task_runner(options.runner, options.concurrency))
+        sub = compute_features.with_options(task_runner=get_runner(options.runner).task_runner(options.concurrency))
         stats = sub(todo, lake.output, spec, s3_block, options.shard_size)
     elif todo:  # inline (the CLI without a Prefect server): the thread runner's work, in this process
         stats = compute_features.fn(todo, lake.output, spec, s3_block, options.shard_size, options.concurrency)

@@ -98,7 +98,7 @@ class FeatureOptions(BaseModel):
     @field_validator("runner")
     @classmethod
     def _task_runner(cls, value: str) -> str:
-        if get_runner(value).factory is None:
+        if not get_runner(value).runs_tasks:
             raise ValueError(f"runner {value!r} does not run tasks in a flow; feature shards need one that does")
         return value
 

@@ -42,10 +42,10 @@ def load_plugins() -> list[str]:
         for ep in sorted(metadata.entry_points(group=GROUP), key=lambda e: e.name):
             try:
                 obj = ep.load()
+                if callable(obj):
+                    obj()
             except Exception as exc:
                 _loaded = None
                 raise ImportError(f"pxflow plug-in {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
-            if callable(obj):
-                obj()
             names.append(ep.name)
         return list(names)

@@ -1,18 +1,18 @@
 """Pipeline names -> implementing classes, imported lazily so that each pipeline's deps load on use.
 
 Adding a pipeline is adding a folder (``pipeline.py`` + its result class) and one registration:
-an entry here, :func:`register_pipeline` at run time, or an entry point in the
-``pxflow.pipelines`` group of any installed package (``name = "package.module:Class"``),
-which every worker process finds on its own.
+an entry here, or :func:`register_pipeline` (an installed package calls it from its
+``pxflow.plugins`` entry point, :mod:`pxflow.pipelines.plugins`, which the CLI,
+:func:`create_pipeline` and every worker process load).
 """
 
 from __future__ import annotations
 
 import importlib
-from importlib import metadata
 from typing import Any
 
 from .config import load_config
+from .plugins import load_plugins
 
 #: pipeline_name -> "module:Class" (or the class itself, once registered at run time)
 PIPELINES: dict[str, Any] = {
@@ -22,7 +22,6 @@ PIPELINES: dict[str, Any] = {
     "open_vocabulary_segmentation": "pxflow.pipelines.open_vocabulary_segmentation.pipeline:OpenVocabularySegmentationPipeline",
     "PP-ShiTuV2": "pxflow.pipelines.pp_shitu_v2.pipeline:ShiTuV2Pipeline",
 }
-ENTRY_POINT_GROUP = "pxflow.pipelines"
 
 
 def register_pipeline(name: str, target: Any) -> None:
@@ -37,8 +36,7 @@ def pipeline_names() -> list[str]:
 
 
 def _load_entry_points() -> None:
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        PIPELINES.setdefault(ep.name, ep.value)
+    load_plugins()
 
 
 def pipeline_class(name: str):
@@ -91,6 +89,7 @@ def create_pipeline(
     from .models.backends import hpi_substitute, normalize_device, pp_option_overrides
     from .settings import PxflowSettings
 
+    load_plugins()  # a plug-in's pipeline, predictors and stores, before the config is read
     if pipeline_name is not None:
         if pipeline is not None and pipeline != pipeline_name:
             raise TypeError(f"create_pipeline() got both pipeline={pipeline!r} and pipeline_name={pipeline_name!r}")

@@ -20,7 +20,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
+from pxflow.pipelines.io.errors import InputError
 from pxflow.pipelines.io.storage import Storage
+from pxflow.pipelines.io.stores import UnsupportedOperationError, UnsupportedSchemeError
 from pxflow.pipelines.io.uri import input_identity
 
 from .shards import Shard, shard_id
@@ -74,9 +76,8 @@ def plan(
         stats.listed += 1
         etag = None if isinstance(entry, str) else entry.etag
         previous = annotated.get(uri)
-        if previous is not None and etag is None:  # a manifest entry: ask the store what it holds now
-            info = storage.stat(uri) if _statable(uri) else None
-            etag = info.etag if info is not None else None
+        if previous is not None and etag is None:  # a manifest entry: ask its store what it holds now
+            etag = _current_etag(uri, storage)
         if not everything and previous is not None:
             old_etag, retryable = previous
             if retryable:
@@ -101,8 +102,18 @@ def plan(
         yield _shard(batch, index, shard_size)
 
 
-def _statable(uri: str) -> bool:
-    return "://" not in uri or uri.startswith(("s3://", "file://"))
+def _current_etag(uri: str, storage: Storage) -> str | None:
+    """The etag the store of ``uri`` reports now, whatever its scheme (a plug-in's too).
+
+    None, so the input counts as unchanged, only when nothing can say: a store that cannot
+    stat, a URI no store parses (its row is an error row already), a server that refuses the
+    question (a URL whose HEAD fails), an object gone.
+    """
+    try:
+        info = storage.stat(uri)
+    except (UnsupportedOperationError, UnsupportedSchemeError, InputError):
+        return None
+    return info.etag if info is not None else None
 
 
 def _shard(batch: list[tuple[str, str | None, dict[str, Any] | None]], index: int, shard_size: int) -> Shard:

@@ -94,7 +94,7 @@ def test_annotate_and_backfill_with_an_unusable_gpu_exit_2_before_any_work(share
 def test_the_flow_itself_refuses_an_unusable_gpu_before_any_row(prefect_server, shared_dir, tmp_path):
     from pxflow.flows.annotate import annotate
     from pxflow.flows.options import AnnotateOptions
-    from pxflow.flows.runners import local_device_check
+    from pxflow.flows.runners import get_runner
     from pxflow.pipelines.models.backends import DeviceUnavailableError
 
     out = tmp_path / "out"
@@ -105,18 +105,19 @@ def test_the_flow_itself_refuses_an_unusable_gpu_before_any_row(prefect_server, 
         state.result()
     assert not (out / "images").exists()
     # the shards of runner deployment (and of a remote cluster) run elsewhere: no local check there
-    local_device_check("deployment", "gpu:0", None, None)
-    local_device_check("dask", "gpu:0", None, "tcp://gpu-cluster:8786")
+    get_runner("deployment").check_device("gpu:0", None, None)
+    get_runner("dask").check_device("gpu:0", None, "tcp://gpu-cluster:8786")
 
 
 def test_pinned_workers_call_their_gpu_gpu0_and_remote_ones_keep_the_index():
-    from pxflow.flows.runners import gpu_slot_tag, worker_device
+    from pxflow.flows.runners import get_runner, gpu_slot_tag
 
-    assert worker_device("dask", "gpu:3", None) == "gpu:0"  # local cluster: each worker sees one GPU
-    assert worker_device("dask", "gpu:3", "tcp://gpu-cluster:8786") == "gpu:3"  # remote workers: as configured
-    assert worker_device("ray", "gpu:1", "ray://head:10001") == "gpu:0"  # Ray pins the GPU it assigns
-    assert worker_device("thread", "gpu:2", None) == "gpu:2"
-    assert worker_device("dask", "cpu", None) == "cpu"
+    dask, ray, thread = get_runner("dask"), get_runner("ray"), get_runner("thread")
+    assert dask.worker_device("gpu:3", None) == "gpu:0"  # local cluster: each worker sees one GPU
+    assert dask.worker_device("gpu:3", "tcp://gpu-cluster:8786") == "gpu:3"  # remote workers: as configured
+    assert ray.worker_device("gpu:1", "ray://head:10001") == "gpu:0"  # Ray pins the GPU it assigns
+    assert thread.worker_device("gpu:2", None) == "gpu:2"
+    assert dask.worker_device("cpu", None) == "cpu"
     assert gpu_slot_tag("gpu:1", host="node7") == "pxflow-gpu-node7-1"
 
 

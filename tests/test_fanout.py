@@ -109,7 +109,7 @@ def test_worker_processes_reuse_one_api_client(prefect_server, mode):
     held: the local workers started here hold one, so consecutive shard tasks of a worker share it."""
     from prefect import flow, task
 
-    from pxflow.flows.runners import make_task_runner
+    from pxflow.flows.runners import get_runner
 
     @task
     def touch_client() -> tuple[int, int]:
@@ -119,7 +119,7 @@ def test_worker_processes_reuse_one_api_client(prefect_server, mode):
         client._pxflow_tasks_seen = getattr(client, "_pxflow_tasks_seen", 0) + 1
         return os.getpid(), client._pxflow_tasks_seen
 
-    @flow(task_runner=make_task_runner(mode, 1))
+    @flow(task_runner=get_runner(mode).task_runner(1))
     def three_in_a_row() -> list[tuple[int, int]]:
         return [touch_client.submit().result() for _ in range(3)]
 

@@ -80,12 +80,19 @@ def _pipeline_names() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pxflow.pipelines.plugins import load_plugins
+
     args = list(sys.argv[1:] if argv is None else argv)
-    if args in ([], ["-h"], ["--help"]):
-        print(top_level_help())
-        return 0
     if args == ["--version"] or args == ["-V"]:
         print(f"pxflow {version()}")
+        return 0
+    try:  # before any parser reads its choices (--runner, --backend, the pipeline names)
+        load_plugins()
+    except ImportError as exc:  # a broken plug-in: one line naming it, not a traceback from some parser
+        print(f"pxflow: {exc}", file=sys.stderr)
+        return 1
+    if args in ([], ["-h"], ["--help"]):
+        print(top_level_help())
         return 0
     if args and not args[0].startswith("-") and args[0] not in SUBCOMMANDS:  # a mistyped command, not a predict flag
         from .spellings import suggestion

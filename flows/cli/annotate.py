@@ -154,21 +154,23 @@ def preflight(command: str, params: dict[str, Any], write_check: bool = True) ->
     the input lists something. The loaded pipeline is kept for the run's own shards.
     """
     from pxflow.flows.annotate import _address, job_for
-    from pxflow.flows.runners import local_device_check
+    from pxflow.flows.runners import get_runner
     from pxflow.pipelines.io.manifest import iter_entries
     from pxflow.pipelines.io.storage import default_storage
     from pxflow.tasks.lake import Lake, parse_partition
     from pxflow.tasks.model_cache import checked_pipeline
 
-    from .locations import check_location
+    from .locations import check_location, check_table_location
 
     options = params["options"]
     storage = default_storage()
+    check_table_location(params["output"], "--output", storage)  # memory://, https://: exit 2 before any work
     if not options.s3_block:  # a missing bucket, a wrong key: one line now (a block is read by the flow)
         check_location(params["input"], "--input", storage)
         check_location(params["output"], "--output", storage)
     # a GPU the shards' machine (this one) cannot use: exit 2 now, never a quiet CPU run
-    local_device_check(options.runner, options.device, options.backend, _address(options))
+    runner = get_runner(options.runner)
+    runner.check_device(options.device, options.backend, _address(options))
     partition = params.get("partition")
     parse_partition(partition)
     job = job_for(params["output"], options, partition)
@@ -179,17 +181,10 @@ def preflight(command: str, params: dict[str, Any], write_check: bool = True) ->
             lake.check_partitioning(part)
         if command == "annotate" and not options.allow_empty and next(iter(iter_entries(params["input"], storage)), None) is None:
             raise ValueError(f"{params['input']} lists no images (a typo? --allow-empty accepts an empty run)")
-    # the flow's shards run in this process with the thread runner: keep the loaded pipeline for them
-    if options.runner == "deployment":  # the models run on the deployment's pool; check them on this CPU
-        from prefect.settings import PREFECT_API_URL
-
-        from pxflow.flows.groups import check_deployment
-
-        if PREFECT_API_URL.value():  # a server of the user's: ask it now, before anything starts
-            check_deployment(options.deployment)
-        checked_pipeline(job.on_device("cpu").config, job.model_sha256, job.predict_kwargs, keep=False)
-    else:
-        checked_pipeline(job.config, job.model_sha256, job.predict_kwargs, keep=options.runner == "thread")
+    runner.preflight(options)  # deployment: a server of the user's is asked now, before anything starts
+    # shards in this process (runner thread) keep the loaded pipeline; deployment validates on this CPU
+    checked_pipeline(job.on_device(runner.validation_device(job.device)).config, job.model_sha256, job.predict_kwargs,
+                     keep=runner.in_process)
     if write_check and not options.s3_block:
         lake.check_writable()
 
@@ -335,11 +330,11 @@ def _run(command: str, args: argparse.Namespace, params: dict[str, Any]) -> int:
     from pxflow.flows.progress import set_progress_callback
 
     with prefect_session():
-        if params["options"].runner == "deployment" and command == "annotate":
-            from pxflow.flows.groups import check_deployment
+        if command == "annotate":
+            from pxflow.flows.runners import get_runner
 
             try:  # the temporary server just started: only now can it be asked (preflight asked a server of yours)
-                check_deployment(params["options"].deployment)
+                get_runner(params["options"].runner).check_server(params["options"])
             except ValueError as exc:
                 print(f"pxflow {command}: {one_line(exc)}", file=sys.stderr)
                 return 2

@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_prefect_flag(q)
 
     def flow_args(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--runner", default="thread", help="task runner for feature shards (thread, dask)")
+        q.add_argument("--runner", default="thread", help="task runner for feature shards (thread, process, dask, ray, a plug-in's)")
         q.add_argument("--concurrency", type=int, default=2)
         q.add_argument("--shard_size", type=int, default=64)
 
@@ -331,8 +331,10 @@ def _precheck_remove(args: argparse.Namespace, ids: list[int]) -> None:
 
 def _inline(args: argparse.Namespace) -> bool:
     """Run without a Prefect server: every command but ``--prefect`` ones and those that fan feature
-    shards out to a runner other than ``thread`` (dask, ray: their flow run owns the cluster)."""
-    return not args.prefect and getattr(args, "runner", "thread") == "thread"
+    shards out to a runner whose shards leave this process (dask, ray: their flow run owns the cluster)."""
+    from pxflow.flows.runners import get_runner
+
+    return not args.prefect and get_runner(getattr(args, "runner", None) or "thread").in_process
 
 
 def versioned_main(args: argparse.Namespace) -> int:

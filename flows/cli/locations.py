@@ -9,6 +9,8 @@ server's error code, and :class:`~pxflow.flows.cli.errors.UsageError` says what 
 from __future__ import annotations
 
 from pxflow.pipelines.io.storage import Storage, default_storage
+from pxflow.pipelines.io.stores import UnsupportedOperationError
+from pxflow.pipelines.io.uri import uri_scheme
 
 from .errors import UsageError, one_line
 
@@ -24,6 +26,28 @@ _S3_CAUSES = {
                      "grant them s3:ListBucket and s3:PutObject there, or use other credentials"),
     "403": ("the S3 server refused the request (403)", "check the credentials and their permissions"),
 }
+
+
+#: the schemes delta-rs (its ``object_store``) writes Delta tables to
+DELTA_SCHEMES = frozenset({"file", "s3", "s3a", "gs", "az", "adl", "azure", "abfs", "abfss"})
+
+
+def check_table_location(uri: str, flag: str, storage: Storage | None = None) -> None:
+    """Raise :class:`UsageError` naming the scheme when the Delta tables cannot be written at ``uri``.
+
+    A store may serve inputs and not tables (``http(s)://``, a plug-in's ``memory://``): its
+    ``table_location`` refuses, or names a scheme delta-rs cannot write. Checked first, so no
+    model is fetched and nothing is listed before the error.
+    """
+    storage = storage or default_storage()
+    scheme = uri_scheme(uri)
+    try:
+        location, _ = storage.table_location(uri)
+    except UnsupportedOperationError:
+        location = None
+    if location is None or uri_scheme(location) not in DELTA_SCHEMES:
+        raise UsageError(f"{flag} {uri}: Delta tables cannot be written to {scheme}:// (they need a local folder "
+                         "or a store delta-rs writes, such as s3://)")
 
 
 def check_location(uri: str, flag: str, storage: Storage | None = None) -> None:

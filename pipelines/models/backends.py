@@ -19,6 +19,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..plugins import load_plugins
 from .model_dir import ModelDirError, ModelSpec
 
 
@@ -295,7 +296,9 @@ _ORT_TYPES = {
 
 
 #: backend name -> class; ``auto`` picks among them. Adding a runtime is adding a Backend class and
-#: an entry here (:func:`register_backend`); the CLIs' ``--backend`` choices come from :func:`backend_names`.
+#: an entry here (:func:`register_backend`; a plug-in calls it from its ``pxflow.plugins`` entry point,
+#: loaded by the CLI before the ``--backend`` choices are read from :func:`backend_names`, and on the
+#: first lookup of a name not registered here).
 REGISTERED: dict[str, type[Backend]] = {"paddle": PaddleBackend, "onnxruntime": OnnxBackend}
 
 
@@ -310,6 +313,8 @@ def backend_names() -> list[str]:
 
 def choose_backend(spec: ModelSpec, backend: str = "auto", device: str = "cpu") -> str:
     """Resolve ``auto`` to a concrete backend the directory can serve."""
+    if backend not in backend_names():
+        load_plugins()
     if backend not in backend_names():
         raise ValueError(f"unknown backend {backend!r}; choose from {backend_names()}")
     available = spec.available_backends

@@ -1,4 +1,4 @@
-"""Where a model comes from: a local directory, an ``s3://`` prefix, or an official model name.
+"""Where a model comes from: a local directory, a prefix in any store (``s3://``, a plug-in's), or an official model name.
 
 Official names resolve into PaddleX's own cache layout,
 ``$PADDLE_PDX_CACHE_HOME/official_models/<name>/`` (default ``~/.paddlex``), so
@@ -44,15 +44,15 @@ def official_model_dir(model_name: str) -> str:
 def resolve_model_dir(model_name: str | None = None, model_dir: str | None = None, storage: Storage | None = None) -> str:
     """A local directory holding the model: ``model_dir`` wins over ``model_name`` (as in PaddleX).
 
-    An ``s3://`` ``model_dir`` is staged through ``storage`` (default: the AWS environment's).
+    A ``model_dir`` in a store (``s3://``, or any scheme a plug-in registered) is staged through
+    ``storage`` (default: the AWS environment's); a scheme no store serves is an
+    :class:`~pxflow.pipelines.io.stores.UnsupportedSchemeError` naming the supported ones.
     """
     if model_dir:
         parsed = parse_uri(model_dir)
         if parsed.scheme == "file":
             return parsed.path
-        if parsed.scheme == "s3":
-            return _stage_s3_prefix(model_dir, storage)
-        raise ValueError(f"model_dir must be a local path or s3:// prefix, got {model_dir!r}")
+        return _stage_remote_prefix(model_dir, storage)
     if not model_name:
         raise ValueError("either model_name or model_dir is required")
     target = official_model_dir(model_name)
@@ -113,8 +113,8 @@ def _safe_extract(tar: tarfile.TarFile, target: str) -> None:
     tar.extractall(target, members=members)
 
 
-def _stage_s3_prefix(prefix: str, storage: Storage | None = None) -> str:
-    """Copy a model stored under an s3 prefix into the local cache once (keyed by the prefix)."""
+def _stage_remote_prefix(prefix: str, storage: Storage | None = None) -> str:
+    """Copy a model stored under a store's prefix into the local cache once (keyed by the prefix)."""
     store = storage or _storage_module.default_storage()
     key = hashlib.sha256(prefix.rstrip("/").encode()).hexdigest()[:16]
     target = os.path.join(cache_home(), "pxflow_remote_models", key)

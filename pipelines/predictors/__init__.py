@@ -2,8 +2,8 @@
 
 As PaddleX keeps ``models/`` apart from ``pipelines/``: pipelines compose the predictors
 registered here and never import each other. Adding a model type is adding a file with a
-:class:`Predictor` subclass and registering it (:func:`register_predictor`, or the
-``pxflow.predictors`` entry-point group for packages outside pxflow).
+:class:`Predictor` subclass and registering it (:func:`register_predictor`; a package outside
+pxflow calls it from its ``pxflow.plugins`` entry point, :mod:`pxflow.pipelines.plugins`).
 """
 
 from .base import LazyPredictor, ModelIdentity, PipelineIdentity, Predictor, submodule

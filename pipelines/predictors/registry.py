@@ -1,15 +1,17 @@
 """PaddleX ``module_name`` -> predictor class, imported lazily so each model type's deps load on use.
 
 A ``SubModules.<X>`` section names its model type with ``module_name`` (PaddleX's own key);
-a pipeline says which type it expects when the section leaves it out.
+a pipeline says which type it expects when the section leaves it out. Installed plug-ins
+register theirs from their ``pxflow.plugins`` entry point (:mod:`pxflow.pipelines.plugins`),
+loaded on the first lookup of a name not registered here.
 """
 
 from __future__ import annotations
 
 import importlib
-from importlib import metadata
 from typing import Any, Mapping
 
+from ..plugins import load_plugins
 from ..settings import PxflowSettings
 from .base import Predictor
 
@@ -23,7 +25,6 @@ PREDICTORS: dict[str, Any] = {
     "box_prompt_segmentation": "pxflow.pipelines.predictors.sam:SamPredictor",
     "point_prompt_segmentation": "pxflow.pipelines.predictors.sam:SamPredictor",
 }
-ENTRY_POINT_GROUP = "pxflow.predictors"
 
 
 def register_predictor(module_name: str, target: "type[Predictor] | str") -> None:
@@ -41,8 +42,7 @@ def _resolve(target: Any) -> type[Predictor]:
 def predictor_class(module_name: str) -> type[Predictor]:
     """The class serving ``module_name`` (entry points of installed plug-ins included)."""
     if module_name not in PREDICTORS:
-        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-            PREDICTORS.setdefault(ep.name, ep.value)
+        load_plugins()
     try:
         return _resolve(PREDICTORS[module_name])
     except KeyError:

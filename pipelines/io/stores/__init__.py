@@ -1,15 +1,18 @@
 """Storage backends, one :class:`Store` per URI scheme, and the scheme registry.
 
-``register_store("gs", MyGcsStore)`` adds a scheme; :func:`store_class` looks
-one up and raises :class:`UnsupportedSchemeError` (a ``ValueError`` naming the
-URI and the supported schemes) for anything unknown, so ``gs://bucket/x`` can
-never silently become a local folder called ``gs:``.
+``register_store("gs", MyGcsStore)`` adds a scheme (an installed plug-in calls it from its
+``pxflow.plugins`` entry point, :mod:`pxflow.pipelines.plugins`, which :func:`store_class`
+loads on the first scheme it does not know); :func:`store_class` raises
+:class:`UnsupportedSchemeError` (a ``ValueError`` naming the URI and the supported schemes)
+for anything still unknown, so ``gs://bucket/x`` can never silently become a local folder
+called ``gs:``.
 """
 
 from __future__ import annotations
 
 import threading
 
+from ...plugins import load_plugins
 from .base import ObjectInfo, PreconditionFailed, Store, UnsupportedOperationError, UnsupportedSchemeError
 
 _lock = threading.Lock()
@@ -35,6 +38,9 @@ def supported_schemes() -> tuple[str, ...]:
 def store_class(scheme: str, uri: str | None = None) -> type[Store]:
     """The store class for ``scheme``; :class:`UnsupportedSchemeError` when none is registered."""
     cls = _registry.get(scheme.lower())
+    if cls is None:
+        load_plugins()
+        cls = _registry.get(scheme.lower())
     if cls is None:
         raise UnsupportedSchemeError(uri if uri is not None else f"{scheme}://", scheme, _registry)
     return cls
