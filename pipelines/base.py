@@ -123,6 +123,15 @@ class BasePipeline(ABC):
     def run_batch(self, batch: Sequence[Prepared], **kwargs: Any) -> list[BaseResult]:
         """Infer a batch and build one result per prepared input."""
 
+    def warm_up(self, batch: int) -> None:
+        """Run ``batch`` blank images through the models once, so their runtime arenas reach their batched size.
+
+        ``pxflow serve`` calls it before ``/ready`` answers and before it measures the memory
+        baseline. Pipelines whose ``predict()`` needs more than an image (prompts, an index)
+        override it.
+        """
+        list(self.predict([np.full((64, 64, 3), 127, np.uint8)] * max(1, int(batch))))
+
     def validate_kwargs(self, **kwargs: Any) -> dict[str, Any]:
         """Check per-call options once, before any input is read (bad options fail fast).
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from .config import load_config
 from .plugins import load_plugins
+from .spec import PipelineSpec, resolve
 
 #: pipeline_name -> "module:Class" (or the class itself, once registered at run time)
 PIPELINES: dict[str, Any] = {
@@ -22,11 +23,31 @@ PIPELINES: dict[str, Any] = {
     "open_vocabulary_segmentation": "pxflow.pipelines.open_vocabulary_segmentation.pipeline:OpenVocabularySegmentationPipeline",
     "PP-ShiTuV2": "pxflow.pipelines.pp_shitu_v2.pipeline:ShiTuV2Pipeline",
 }
+#: pipeline_name -> its spec, for the built-ins (``<package>/spec.py``) and those registered with a spec
+SPECS: dict[str, Any] = {
+    "object_detection": "pxflow.pipelines.object_detection.spec:SPEC",
+    "small_object_detection": "pxflow.pipelines.small_object_detection.spec:SPEC",
+    "instance_segmentation": "pxflow.pipelines.instance_segmentation.spec:SPEC",
+    "open_vocabulary_segmentation": "pxflow.pipelines.open_vocabulary_segmentation.spec:SPEC",
+    "PP-ShiTuV2": "pxflow.pipelines.pp_shitu_v2.spec:SPEC",
+}
 
 
-def register_pipeline(name: str, target: Any) -> None:
-    """Make ``pipeline_name: name`` resolve to ``target`` (a pipeline class or ``"package.module:Class"``)."""
+def register_pipeline(name: "str | PipelineSpec", target: Any = None) -> None:
+    """Make ``pipeline_name: name`` resolve to ``target`` (a pipeline class or ``"package.module:Class"``),
+    or register a whole :class:`~pxflow.pipelines.spec.PipelineSpec` (its serving endpoints included)."""
+    if isinstance(name, PipelineSpec):
+        SPECS[name.name] = name
+        PIPELINES[name.name] = name.pipeline
+        return
     PIPELINES[name] = target
+
+
+def pipeline_spec(name: str) -> PipelineSpec:
+    """The spec of ``pipeline_name``; a pipeline registered by class alone gets one without endpoints."""
+    if name in SPECS:
+        return resolve(SPECS[name])
+    return PipelineSpec(name=name, pipeline=pipeline_class(name), config=None)
 
 
 def pipeline_names() -> list[str]:

@@ -110,10 +110,10 @@ def main(argv: list[str] | None = None) -> int:
             load_config(args.pipeline), model_dir=args.model_dir, batch_size=args.batch_size, device=args.device,
             index=args.index, settings={"backend": args.backend}, assignments=args.assignments,
         )
-        endpoints = endpoints_for(config["pipeline_name"])
+        endpoints = endpoints_for(config["pipeline_name"])  # a pipeline whose spec declares none stops here
         pipeline = pipeline_class(config["pipeline_name"])(config, device=args.device)
     except Exception as exc:
-        print(f"pxflow serve: cannot create pipeline {args.pipeline!r}: {exc}", file=sys.stderr)
+        print(f"pxflow serve: cannot serve pipeline {args.pipeline!r}: {exc}", file=sys.stderr)
         return 2
     allow = [part.strip() for entry in args.allow_fetch_from for part in entry.split(",") if part.strip()]
     limits = Limits(

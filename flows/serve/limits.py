@@ -33,15 +33,12 @@ import numpy as np
 from pxflow.pipelines.io.errors import InputError
 from pxflow.pipelines.io.images import decode_image, max_image_pixels, probe_header
 from pxflow.pipelines.prefetch import DEFAULT_MAX_PIXELS_IN_FLIGHT, max_pixels_in_flight
+from pxflow.pipelines.serving import ServingError
 
 
-class ApiError(Exception):
-    """A request the server refuses: ``status`` (4xx/5xx) and a message for ``errorMsg``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = int(status)
-        self.message = message
+#: a request the server refuses: ``status`` (4xx/5xx) and a message for ``errorMsg``; the same class
+#: pipelines' serving handlers raise, so the app maps both to the envelope in one place
+ApiError = ServingError
 
 
 @dataclass

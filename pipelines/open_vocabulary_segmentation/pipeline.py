@@ -142,6 +142,12 @@ class OpenVocabularySegmentationPipeline(BasePipeline):
     def batch_size(self) -> int:
         return self.detector.batch_size if self.detector is not None else 1
 
+    def warm_up(self, batch: int) -> None:
+        """One prompt of each configured kind on a blank image (SAM needs a prompt; it runs one image at a time)."""
+        blank = np.full((64, 64, 3), 127, np.uint8)
+        for kind in (k for k in PROMPT_TYPES if k in self.models):
+            list(self.predict([blank], prompt_type=kind, prompt=[[8, 8, 40, 40]] if kind == "box" else [[20, 20]]))
+
     def validate_kwargs(self, prompt_type: str = "box", prompt: Any = None, **kwargs: Any) -> dict[str, Any]:
         if prompt_type not in PROMPT_TYPES:
             raise ValueError(f"prompt_type must be 'box' or 'point', got {prompt_type!r}")

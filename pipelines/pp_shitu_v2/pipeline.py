@@ -126,6 +126,11 @@ class ShiTuV2Pipeline(BasePipeline):
             self._feature_dim = int(self.rec_model.embed([np.full((32, 32, 3), 127, np.uint8)]).shape[1])
         return self._feature_dim
 
+    def warm_up(self, batch: int) -> None:
+        """Both models on a blank image; no search (the server may have no default index)."""
+        self.feature_dim()
+        self.det_model.infer([self.det_model.preprocess(np.full((64, 64, 3), 127, np.uint8))])
+
     def prepare(self, image: np.ndarray, item: InputItem, **kwargs: Any):
         return self.det_model.preprocess(image)
 
