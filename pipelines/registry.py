@@ -19,7 +19,7 @@ from .config import load_config
 from .plugins import load_plugins
 from .spec import PipelineSpec, resolve
 
-#: the specs pxflow ships (``<package>/spec.py``); read on the first lookup
+#: the specs pxflow ships (``<package>/spec.py``; cheap to import), registered when this module loads
 BUILTIN_SPECS = (
     "pxflow.pipelines.object_detection.spec:SPEC",
     "pxflow.pipelines.small_object_detection.spec:SPEC",
@@ -30,10 +30,10 @@ BUILTIN_SPECS = (
 #: the entry-point group of ``name = "package.module:Class"`` pipelines before ``pxflow.plugins`` (deprecated)
 LEGACY_ENTRY_POINT_GROUP = "pxflow.pipelines"
 
-#: pipeline_name -> its spec (registered ones, plug-ins' included once they are loaded)
+#: pipeline_name -> its spec: the built-in ones, plus plug-ins' once a lookup has loaded them
 PIPELINES: dict[str, PipelineSpec] = {}
 _lock = threading.RLock()
-_builtins_read = False
+_legacy_read = False
 
 
 def register_pipeline(spec: "PipelineSpec | str", target: Any = None) -> PipelineSpec:
@@ -50,34 +50,30 @@ def register_pipeline(spec: "PipelineSpec | str", target: Any = None) -> Pipelin
     elif target is not None:
         raise TypeError("register_pipeline(spec) takes no target: the spec names its pipeline class")
     with _lock:
-        _read_builtins()
         PIPELINES[spec.name] = spec
     return spec
 
 
-def _read_builtins() -> None:
-    global _builtins_read
-    with _lock:
-        if _builtins_read:
-            return
-        _builtins_read = True
-        for target in BUILTIN_SPECS:
-            spec = resolve(target)
-            PIPELINES.setdefault(spec.name, spec)
-
-
 def _load() -> None:
-    """Built-in specs, then plug-ins (``pxflow.plugins``), then the deprecated ``pxflow.pipelines`` group."""
-    _read_builtins()
+    """Plug-ins (``pxflow.plugins``, once per process), then the deprecated ``pxflow.pipelines`` group (once)."""
+    global _legacy_read
     load_plugins()
-    for ep in metadata.entry_points(group=LEGACY_ENTRY_POINT_GROUP):
-        if ep.name not in PIPELINES:
-            warnings.warn(
-                f"pipeline {ep.name!r} comes from the deprecated entry-point group {LEGACY_ENTRY_POINT_GROUP!r}: "
-                "register a PipelineSpec from a 'pxflow.plugins' entry point instead",
-                DeprecationWarning, stacklevel=3,
-            )
-            register_pipeline(ep.name, ep.value)
+    with _lock:
+        if _legacy_read:
+            return
+        _legacy_read = True
+        for ep in metadata.entry_points(group=LEGACY_ENTRY_POINT_GROUP):
+            if ep.name not in PIPELINES:
+                warnings.warn(
+                    f"pipeline {ep.name!r} comes from the deprecated entry-point group {LEGACY_ENTRY_POINT_GROUP!r}: "
+                    "register a PipelineSpec from a 'pxflow.plugins' entry point instead",
+                    DeprecationWarning, stacklevel=3,
+                )
+                register_pipeline(ep.name, ep.value)
+
+
+for _target in BUILTIN_SPECS:
+    register_pipeline(resolve(_target))
 
 
 def pipeline_names() -> list[str]:

@@ -27,10 +27,20 @@ DEST = "pipeline_option__"
 
 def requested_pipeline(argv: Sequence[str], default: str | None) -> str | None:
     """The ``--pipeline`` (or ``--pipeline=``) value in ``argv``, else ``default``; nothing else is parsed."""
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = _Silent(add_help=False)
     pre.add_argument("--pipeline", default=default)
-    known, _ = pre.parse_known_args(list(argv))
+    try:
+        known, _ = pre.parse_known_args(list(argv))
+    except ValueError:  # `--pipeline` with no value: the full parser reports it, on one line
+        return default
     return known.pipeline
+
+
+class _Silent(argparse.ArgumentParser):
+    """A pre-parser that prints nothing: its errors are the full parser's to report."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise ValueError(message)
 
 
 def spec_for(pipeline: str) -> Any:
