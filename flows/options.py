@@ -29,7 +29,8 @@ class AnnotateOptions(BaseModel):
     threshold: float | dict[int, float] | None = Field(None, description="score threshold: a float or {cls_id: float}")
     backend: str | None = Field(None, description="inference backend: auto, paddle or onnxruntime")
     predict_kwargs: dict[str, Any] | None = Field(
-        None, description="more predict() options (prompt_type, prompt, index, ...)"
+        None, description="the pipeline's predict() options (its spec's options model: prompt_type, prompt, index, ...; "
+                          "the CLI's pipeline flags), checked against that model before any shard runs"
     )
     set: list[str] = Field(default_factory=list, description="config overrides KEY.PATH=VALUE, e.g. SubModules.Detection.model_dir=/m")
     shard_size: int = Field(DEFAULT_SHARD_SIZE, ge=1, description="images per shard")

@@ -24,7 +24,6 @@ not counted a second time, which could otherwise wait for the caller's own pixel
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
@@ -135,38 +134,37 @@ class BasePipeline(ABC):
     def validate_kwargs(self, **kwargs: Any) -> dict[str, Any]:
         """Check per-call options once, before any input is read (bad options fail fast).
 
-        Subclasses name each option they take as a keyword parameter: those names are the
-        options ``predict()`` accepts (:meth:`predict_option_names`).
+        The keywords and their types are the spec's options model's (:meth:`check_predict_options`
+        applied it already); this hook does what needs the loaded pipeline (ranges, an index
+        against the model, prompts) and returns the options :meth:`run_batch` receives.
         """
         return kwargs
 
     @classmethod
-    def predict_option_names(cls) -> frozenset[str]:
-        """The keywords ``predict()`` takes besides ``on_error``/``storage``: :meth:`validate_kwargs`'s parameters."""
-        params = inspect.signature(cls.validate_kwargs).parameters.values()
-        return frozenset(p.name for p in params if p.name != "self" and p.kind is not p.VAR_KEYWORD)
+    def options_model(cls) -> Any:
+        """The pydantic model of ``predict()``'s options: the registered spec's (None: no options)."""
+        from .registry import predict_options_model
+
+        return predict_options_model(cls.pipeline_name)
 
     def check_predict_options(self, **kwargs: Any) -> dict[str, Any]:
-        """:meth:`validate_kwargs` after refusing what PaddleX would not silently ignore.
+        """:meth:`validate_kwargs` after checking the call against the spec's options model.
 
         A misspelt keyword (``thresold=0.5``) raises ``TypeError`` naming it instead of running
-        as if it were not given; ``device`` is chosen at ``create_pipeline`` (the models are
-        loaded there), so a per-call ``device`` is accepted only when it names that device.
+        as if it were not given, and a value of the wrong type is a ``ValueError`` naming the
+        option (:func:`pxflow.pipelines.options.check_options`); ``device`` is chosen at
+        ``create_pipeline`` (the models are loaded there), so a per-call ``device`` is accepted
+        only when it names that device.
         """
+        from .options import check_options
+
         device = kwargs.pop("device", None)
         if device is not None and normalize_device(device) != normalize_device(self.device):
             raise ValueError(
                 f"predict(device={device!r}): this pipeline was created on {self.device!r}; "
                 f"create it with create_pipeline(..., device={device!r}) to run there"
             )
-        known = self.predict_option_names()
-        unknown = sorted(set(kwargs) - known)
-        if unknown:
-            raise TypeError(
-                f"{type(self).__name__}.predict() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}"
-                f" (it takes: {', '.join(sorted(known | {'on_error', 'storage', 'device'}))})"
-            )
-        return self.validate_kwargs(**kwargs)
+        return self.validate_kwargs(**check_options(self.options_model(), type(self).__name__, kwargs))
 
     # -- the shared loop ---------------------------------------------------------------
     def predict(

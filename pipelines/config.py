@@ -23,18 +23,36 @@ PXFLOW_DEFAULTS: dict[str, Any] = {
 }
 
 
+def packaged_config(filename: str) -> str:
+    """The path of a YAML shipped in ``pxflow.configs`` (what the built-in specs name as their config)."""
+    return str(resources.files("pxflow.configs") / filename)
+
+
 def builtin_config_names() -> list[str]:
-    """Pipeline names that ship a YAML in ``configs/``."""
-    return sorted(
-        p.name[: -len(".yaml")] for p in resources.files("pxflow.configs").iterdir() if p.name.endswith(".yaml")
-    )
+    """Pipeline names that have a default YAML: every registered spec with a ``config``, plug-ins included."""
+    from .registry import pipeline_names, pipeline_spec
+
+    return [name for name in pipeline_names() if pipeline_spec(name).config is not None]
 
 
 def builtin_config_path(name: str) -> str:
-    path = resources.files("pxflow.configs") / f"{name}.yaml"
-    if not path.is_file():
-        raise ValueError(f"unknown pipeline {name!r}; built-in pipelines: {builtin_config_names()}")
-    return str(path)
+    """The default YAML of pipeline ``name``: its spec's ``config`` (a plug-in pipeline ships its own).
+
+    An unknown name, or a pipeline registered without a config (``register_pipeline(name, target)``),
+    is a ``ValueError`` saying so.
+    """
+    from .registry import pipeline_spec
+
+    spec = pipeline_spec(name)
+    if spec.config is None:
+        raise ValueError(
+            f"pipeline {name!r} was registered without a default config: give its YAML path, "
+            "or register a PipelineSpec with config=..."
+        )
+    path = spec.config_path()
+    if not os.path.isfile(path):
+        raise ValueError(f"pipeline {name!r}: its default config {path} does not exist")
+    return path
 
 
 def load_config(

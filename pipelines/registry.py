@@ -1,77 +1,120 @@
-"""Pipeline names -> implementing classes, imported lazily so that each pipeline's deps load on use.
+"""Pipeline names -> their :class:`~pxflow.pipelines.spec.PipelineSpec`, each pipeline package describing itself.
 
-Adding a pipeline is adding a folder (``pipeline.py`` + its result class) and one registration:
-an entry here, or :func:`register_pipeline` (an installed package calls it from its
-``pxflow.plugins`` entry point, :mod:`pxflow.pipelines.plugins`, which the CLI,
-:func:`create_pipeline` and every worker process load).
+Adding a pipeline is adding a folder (``pipeline.py``, its result class, an options model and
+``spec.py`` with ``SPEC``) and registering the spec: the built-in ones are listed in
+:data:`BUILTIN_SPECS`; a plug-in calls :func:`register_pipeline` from its ``pxflow.plugins``
+entry point (:mod:`pxflow.pipelines.plugins`), which every lookup here loads first, so a
+pipeline installed as a distribution is created by name, from its own YAML, in every process.
+Reading a spec imports nothing heavy: the pipeline class loads on first use.
 """
 
 from __future__ import annotations
 
-import importlib
+import threading
+import warnings
+from importlib import metadata
 from typing import Any
 
 from .config import load_config
 from .plugins import load_plugins
 from .spec import PipelineSpec, resolve
 
-#: pipeline_name -> "module:Class" (or the class itself, once registered at run time)
-PIPELINES: dict[str, Any] = {
-    "object_detection": "pxflow.pipelines.object_detection.pipeline:ObjectDetectionPipeline",
-    "small_object_detection": "pxflow.pipelines.small_object_detection.pipeline:SmallObjectDetectionPipeline",
-    "instance_segmentation": "pxflow.pipelines.instance_segmentation.pipeline:InstanceSegmentationPipeline",
-    "open_vocabulary_segmentation": "pxflow.pipelines.open_vocabulary_segmentation.pipeline:OpenVocabularySegmentationPipeline",
-    "PP-ShiTuV2": "pxflow.pipelines.pp_shitu_v2.pipeline:ShiTuV2Pipeline",
-}
-#: pipeline_name -> its spec, for the built-ins (``<package>/spec.py``) and those registered with a spec
-SPECS: dict[str, Any] = {
-    "object_detection": "pxflow.pipelines.object_detection.spec:SPEC",
-    "small_object_detection": "pxflow.pipelines.small_object_detection.spec:SPEC",
-    "instance_segmentation": "pxflow.pipelines.instance_segmentation.spec:SPEC",
-    "open_vocabulary_segmentation": "pxflow.pipelines.open_vocabulary_segmentation.spec:SPEC",
-    "PP-ShiTuV2": "pxflow.pipelines.pp_shitu_v2.spec:SPEC",
-}
+#: the specs pxflow ships (``<package>/spec.py``; cheap to import), registered when this module loads
+BUILTIN_SPECS = (
+    "pxflow.pipelines.object_detection.spec:SPEC",
+    "pxflow.pipelines.small_object_detection.spec:SPEC",
+    "pxflow.pipelines.instance_segmentation.spec:SPEC",
+    "pxflow.pipelines.open_vocabulary_segmentation.spec:SPEC",
+    "pxflow.pipelines.pp_shitu_v2.spec:SPEC",
+)
+#: the entry-point group of ``name = "package.module:Class"`` pipelines before ``pxflow.plugins`` (deprecated)
+LEGACY_ENTRY_POINT_GROUP = "pxflow.pipelines"
+
+#: pipeline_name -> its spec: the built-in ones, plus plug-ins' once a lookup has loaded them
+PIPELINES: dict[str, PipelineSpec] = {}
+_lock = threading.RLock()
+_legacy_read = False
 
 
-def register_pipeline(name: "str | PipelineSpec", target: Any = None) -> None:
-    """Make ``pipeline_name: name`` resolve to ``target`` (a pipeline class or ``"package.module:Class"``),
-    or register a whole :class:`~pxflow.pipelines.spec.PipelineSpec` (its serving endpoints included)."""
-    if isinstance(name, PipelineSpec):
-        SPECS[name.name] = name
-        PIPELINES[name.name] = name.pipeline
-        return
-    PIPELINES[name] = target
+def register_pipeline(spec: "PipelineSpec | str", target: Any = None) -> PipelineSpec:
+    """Register a pipeline: ``register_pipeline(PipelineSpec(...))``.
+
+    The old form ``register_pipeline(name, "package.module:Class")`` still works: it makes a spec
+    with no default config (create it from a YAML path, not by name) and no predict options.
+    A later registration of the same name replaces the earlier one.
+    """
+    if not isinstance(spec, PipelineSpec):
+        if target is None:
+            raise TypeError("register_pipeline() takes a PipelineSpec, or a name and a 'package.module:Class' target")
+        spec = PipelineSpec(name=str(spec), pipeline=target, config=None)
+    elif target is not None:
+        raise TypeError("register_pipeline(spec) takes no target: the spec names its pipeline class")
+    with _lock:
+        PIPELINES[spec.name] = spec
+    return spec
 
 
-def pipeline_spec(name: str) -> PipelineSpec:
-    """The spec of ``pipeline_name``; a pipeline registered by class alone gets one without endpoints."""
-    if name in SPECS:
-        return resolve(SPECS[name])
-    return PipelineSpec(name=name, pipeline=pipeline_class(name), config=None)
+def _load() -> None:
+    """Plug-ins (``pxflow.plugins``, once per process), then the deprecated ``pxflow.pipelines`` group (once)."""
+    global _legacy_read
+    load_plugins()
+    with _lock:
+        if _legacy_read:
+            return
+        _legacy_read = True
+        for ep in metadata.entry_points(group=LEGACY_ENTRY_POINT_GROUP):
+            if ep.name not in PIPELINES:
+                warnings.warn(
+                    f"pipeline {ep.name!r} comes from the deprecated entry-point group {LEGACY_ENTRY_POINT_GROUP!r}: "
+                    "register a PipelineSpec from a 'pxflow.plugins' entry point instead",
+                    DeprecationWarning, stacklevel=3,
+                )
+                register_pipeline(ep.name, ep.value)
+
+
+for _target in BUILTIN_SPECS:
+    register_pipeline(resolve(_target))
 
 
 def pipeline_names() -> list[str]:
     """Every registered pipeline name, installed plug-ins included."""
-    _load_entry_points()
+    _load()
     return sorted(PIPELINES)
 
 
-def _load_entry_points() -> None:
-    load_plugins()
+def pipeline_spec(name: str) -> PipelineSpec:
+    """The spec registered for ``pipeline_name``; a ``ValueError`` naming the known ones (and the closest) otherwise."""
+    _load()
+    try:
+        return PIPELINES[name]
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(str(name), list(PIPELINES), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown pipeline_name {name!r}{hint} (available: {', '.join(sorted(PIPELINES))})") from None
+
+
+def spec_of(pipeline: str) -> PipelineSpec:
+    """The spec of ``pipeline``: a registered name, or a YAML path (its ``pipeline_name``)."""
+    _load()
+    if pipeline in PIPELINES:
+        return PIPELINES[pipeline]
+    return pipeline_spec(load_config(pipeline)["pipeline_name"])
 
 
 def pipeline_class(name: str):
     """The class registered for ``pipeline_name``; a clear error listing the known names otherwise."""
-    if name not in PIPELINES:
-        _load_entry_points()
+    return pipeline_spec(name).pipeline_class()
+
+
+def predict_options_model(name: str) -> Any:
+    """The options model of ``pipeline_name`` (None: it takes no options, or it is not registered)."""
     try:
-        target = PIPELINES[name]
-    except KeyError:
-        raise ValueError(f"unknown pipeline_name {name!r}; available: {sorted(PIPELINES)}") from None
-    if isinstance(target, str):
-        module, _, cls = target.partition(":")
-        target = getattr(importlib.import_module(module), cls)
-    return target
+        spec = pipeline_spec(name)
+    except ValueError:
+        return None
+    return spec.options_model()
 
 
 def create_pipeline(
@@ -95,7 +138,8 @@ def create_pipeline(
       3.0-beta's ``Global`` + ``Pipeline`` layout (:func:`pxflow.pipelines.config.load_config`).
     - ``device``: ``cpu``, ``gpu``, ``gpu:N`` (``gpu:1,2`` uses the first); other devices fail here
       (:func:`pxflow.pipelines.models.backends.parse_device`).
-    - ``index`` (PP-ShiTuV2): the index directory or ``IndexData`` the pipeline searches by default.
+    - ``index``: the index directory or ``IndexData`` the pipeline searches by default; only for a
+      pipeline whose spec ``takes_index`` (PP-ShiTuV2), a ``TypeError`` for any other.
     - ``use_hpip`` / ``enable_hpi`` (PaddleOCR's spelling) / ``hpi_config`` / ``hpi_params``: there is no
       high-performance plugin; a ``UserWarning`` says what pxflow does instead (the ``auto`` backend,
       which prefers ONNX Runtime; :func:`~pxflow.pipelines.models.backends.hpi_substitute`).
@@ -110,7 +154,6 @@ def create_pipeline(
     from .models.backends import hpi_substitute, normalize_device, pp_option_overrides
     from .settings import PxflowSettings
 
-    load_plugins()  # a plug-in's pipeline, predictors and stores, before the config is read
     if pipeline_name is not None:
         if pipeline is not None and pipeline != pipeline_name:
             raise TypeError(f"create_pipeline() got both pipeline={pipeline!r} and pipeline_name={pipeline_name!r}")
@@ -143,15 +186,16 @@ def create_pipeline(
     elif hpi:
         warnings.warn("hpi_config is ignored: use_hpip is not set (and pxflow has no high-performance plugin)", UserWarning, stacklevel=2)
     merged["Pxflow"].update(px)
+    spec = pipeline_spec(merged["pipeline_name"])
     if index is not None:
-        no_index = ("object_detection", "small_object_detection", "instance_segmentation", "open_vocabulary_segmentation")
-        if merged["pipeline_name"] in no_index:
-            raise TypeError(f"create_pipeline(index=...) applies to PP-ShiTuV2, not {merged['pipeline_name']}")
+        if not spec.takes_index:
+            searching = ", ".join(n for n in pipeline_names() if PIPELINES[n].takes_index) or "none registered"
+            raise TypeError(f"create_pipeline(index=...) applies to pipelines that search an index ({searching}), "
+                            f"not {spec.name}")
         merged["index"] = index
     device = device if device is not None else merged.get("device")
     if device is not None:
         device = normalize_device(device)  # an unsupported device fails here, before any model loads
         if "device" in merged:
             merged["device"] = device
-    cls = pipeline_class(merged["pipeline_name"])
-    return cls(merged, device=device)
+    return spec.pipeline_class()(merged, device=device)

@@ -27,11 +27,13 @@ import pytest
 import yaml
 from PIL import Image
 
+from pxflow.flows.cli.pipeline_flags import given_options
 from pxflow.flows.cli.predict import build_parser
 from pxflow.flows.cli.predict import main as cli_main
 from pxflow.pipelines import create_pipeline
 from pxflow.pipelines.config import builtin_config_path, load_config
 from pxflow.pipelines.models.backends import normalize_device, parse_device
+from pxflow.pipelines.registry import spec_of
 from pxflow.pipelines.results import BaseResult
 from pxflow.pipelines.retrieval import IndexData, IndexFormatError
 from tests.conftest import COCO_MINI, DRINK, PICODET_ONNX, PICODET_PADDLE, ROOT, require_shared
@@ -386,18 +388,20 @@ def test_get_pipeline_config_without_save_path_writes_to_the_current_directory(t
 
 
 def test_flags_have_one_kebab_style_with_paddlex_aliases():
-    parser = build_parser()
+    parser = build_parser(spec_of("open_vocabulary_segmentation"))  # --prompt-type is that pipeline's flag
     kebab = parser.parse_args(["--save-path", "o", "--model-dir", "m", "--batch-size", "2", "--prompt-type", "box",
                                "--get-pipeline-config", "x", "--no-progress"])
     snake = parser.parse_args(["--save_path", "o", "--model_dir", "m", "--batch_size", "2", "--prompt_type", "box",
                                "--get_pipeline_config", "x", "--no_progress"])
     assert vars(kebab) == vars(snake)
-    assert (kebab.save_path, kebab.model_dir, kebab.batch_size, kebab.prompt_type, kebab.get_pipeline_config, kebab.no_progress) == (
-        "o", "m", 2, "box", "x", True)
+    assert (kebab.save_path, kebab.model_dir, kebab.batch_size, given_options(kebab), kebab.get_pipeline_config,
+            kebab.no_progress) == ("o", "m", 2, {"prompt_type": "box"}, "x", True)
     help_text = parser.format_help()
     for flag in ("--save-path", "--model-dir", "--batch-size", "--prompt-type", "--get-pipeline-config", "--no-progress",
-                 "--pipeline", "--input", "--device", "--threshold", "--backend", "--index", "--prompt"):
+                 "--pipeline", "--input", "--device", "--backend", "--prompt"):
         assert flag in help_text
+    assert "--threshold" in build_parser(spec_of("object_detection")).format_help()
+    assert "--index" in build_parser(spec_of("PP-ShiTuV2")).format_help()
 
 
 @pytest.mark.parametrize("style", ["kebab", "snake"])

@@ -5,7 +5,11 @@ Dask cluster with ``--runner dask``), Prefect on its embedded ephemeral server,
 outputs wherever ``--output`` points (a local folder or ``s3://``). With
 ``PREFECT_API_URL`` set, the same command reports to that server.
 
-Flags are kebab-case; the PaddleX-style snake_case spellings are aliases.
+Flags are kebab-case; the PaddleX-style snake_case spellings are aliases. The pipeline's own
+flags (``--threshold`` for the detectors, ``--prompt-type``/``--prompt`` for
+open_vocabulary_segmentation, ``--index``/``--rec-topk`` ... for PP-ShiTuV2, a plug-in's) come from
+its spec's options model (:mod:`.pipeline_flags`): ``--pipeline NAME --help`` lists them, and
+another pipeline's flag is a usage error naming the pipeline's own.
 Usage errors (a typo in the pipeline, a bad threshold or prompt, a broken model, an
 unknown URI scheme, a partition that does not fit the tables, an input that lists
 nothing, a GPU this machine cannot use) are found before any Prefect server starts.
@@ -35,9 +39,9 @@ import time
 from typing import Any
 
 from .errors import CliParser, UsageError, one_line, validation_line
+from .pipeline_flags import add_pipeline_flags, given_options, refuse_other_pipelines_flags, requested_pipeline, spec_for
 from .server import drain_events, prefect_session
 from .spellings import both_spellings
-from .values import parse_literal
 
 
 def _flag(p: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
@@ -50,7 +54,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     from pxflow.flows.runners import runner_names
     from pxflow.pipelines.models.backends import backend_names
 
-    _flag(p, "pipeline", default="object_detection", help="pipeline name or YAML path (default object_detection)")
+    _flag(p, "pipeline", default=DEFAULT_PIPELINE,
+          help=f"pipeline name or YAML path (default {DEFAULT_PIPELINE}); its own flags are listed below")
     _flag(p, "shard-size", type=int, default=None, help="images per shard (default: tasks.shards.DEFAULT_SHARD_SIZE)")
     _flag(p, "workers", type=int, default=2, help="shards processed at once (threads or worker processes)")
     _flag(p, "runner", choices=runner_names(), default="thread", help="task runner (default thread)")
@@ -73,17 +78,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     _flag(p, "model-dir", default=None, help="the pipeline's primary model directory")
     _flag(p, "set", action="append", default=[], metavar="KEY.PATH=VALUE",
           help="config override, e.g. SubModules.Recognition.model_dir=/m (repeatable)")
-    _flag(p, "threshold", default=None, help="score threshold: a float or a dict {cls_id: float}")
     _flag(p, "backend", default=None, choices=backend_names(), help="inference backend")
     _flag(p, "download-workers", type=int, default=None, help="download/decode threads per shard (default 8)")
-    _flag(p, "prompt-type", default=None, choices=["box", "point"], help="open_vocabulary_segmentation prompt type")
-    _flag(p, "prompt", default=None, help="prompts for open_vocabulary_segmentation, or per_input (a manifest column)")
-    _flag(p, "index", default=None, help="PP-ShiTuV2 index directory")
     _flag(p, "s3-block", default=None, help="Prefect Secret block with S3 settings (JSON)")
     _flag(p, "no-progress", action="store_true", help="no progress bar")
 
 
-def build_parser(command: str) -> argparse.ArgumentParser:
+def build_parser(command: str, spec: Any = None) -> argparse.ArgumentParser:
+    """The parser of ``command``; with ``spec`` (a pipeline's :class:`~pxflow.pipelines.spec.PipelineSpec`),
+    that pipeline's own flags too (:mod:`.pipeline_flags`)."""
     if command == "backfill":
         p = CliParser(prog="pxflow backfill", description="Annotate dt=YYYY-MM-DD partitions between two dates.")
         p.add_argument("--input", required=True, help="prefix holding dt=YYYY-MM-DD/ partitions")
@@ -96,28 +99,40 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--output", required=True, help="output root: local folder or s3:// prefix")
         p.add_argument("--partition", default=None, help="write into this Hive partition, e.g. dt=2024-01-01")
     _common(p)
+    if spec is not None:
+        add_pipeline_flags(p, spec)
     return both_spellings(p)
 
 
+def parse_command_line(command: str, rest: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    """``--pipeline`` first, then every flag with that pipeline's own (an unknown pipeline, or another
+    pipeline's flag, is a one-line usage error, exit 2: also for ``--help``)."""
+    try:
+        spec = spec_for(requested_pipeline(rest, DEFAULT_PIPELINE))
+        parser = build_parser(command, spec)
+    except (ValueError, TypeError, OSError) as exc:
+        build_parser(command).error(f"--pipeline: {one_line(exc)}")
+    refuse_other_pipelines_flags(parser, spec, rest)
+    return parser, parser.parse_args(rest)
+
+
+#: the pipeline ``--pipeline`` defaults to (AnnotateOptions' default)
+DEFAULT_PIPELINE = "object_detection"
 #: AnnotateOptions fields whose flag is not ``--<field-with-dashes>``
-OPTION_FLAGS = {"concurrency": "--workers", "predict_kwargs": "--prompt/--index"}
+OPTION_FLAGS = {"concurrency": "--workers", "predict_kwargs": "the pipeline's flags"}
 
 
 def flow_parameters(args: argparse.Namespace) -> dict[str, Any]:
     """CLI options -> flow parameters (only those given, so the flow's defaults apply otherwise)."""
     from pxflow.flows.options import AnnotateOptions
+    from pxflow.pipelines.options import check_options
 
-    kwargs: dict[str, Any] = {}
-    if args.prompt_type is not None:
-        kwargs["prompt_type"] = args.prompt_type
-    if args.prompt is not None:
-        kwargs["prompt"] = args.prompt if args.prompt == "per_input" else parse_literal(args.prompt)
-    if args.index is not None:
-        kwargs["index"] = args.index
+    # the pipeline's flags, typed by its options model now (the loaded pipeline checks them again in preflight)
+    spec = spec_for(args.pipeline)
+    kwargs = check_options(spec.options_model(), spec.name, given_options(args))
     given = {
         "pipeline": args.pipeline,
         "model_dir": args.model_dir,
-        "threshold": parse_literal(args.threshold),
         "backend": args.backend,
         "predict_kwargs": kwargs or None,
         "set": list(args.set),
@@ -294,8 +309,7 @@ def flush_events(flow_run_id: Any, expected_task_runs: int | None, timeout: floa
 
 def main(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
-    parser = build_parser(command)
-    args = parser.parse_args(rest)
+    parser, args = parse_command_line(command, rest)
     if args.shard_size is not None and args.shard_size < 1:
         parser.error("--shard-size must be >= 1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

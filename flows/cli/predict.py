@@ -9,6 +9,9 @@ on stderr and goes on; the exit status is 1 when any input failed.
 
 Flags are kebab-case; PaddleX's snake_case spellings (``--save_path``, ``--model_dir``,
 ``--batch_size``, ``--prompt_type``, ``--get_pipeline_config``, ``--no_progress``) are aliases.
+The pipeline's own flags (``--threshold``, ``--prompt-type``/``--prompt``, ``--index`` ...) come
+from its spec's options model: ``pxflow --pipeline NAME --help`` lists them, and another
+pipeline's flag is a usage error (exit 2) naming the pipeline's own.
 """
 
 from __future__ import annotations
@@ -23,50 +26,52 @@ from tqdm import tqdm
 
 from pxflow.pipelines.models.backends import backend_names
 
-from .errors import CliParser, model_error_line
+from .errors import CliParser, model_error_line, one_line
+from .pipeline_flags import add_pipeline_flags, given_options, refuse_other_pipelines_flags, requested_pipeline, spec_for
 from .spellings import both_spellings
-from .values import parse_literal
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Flags are kebab-case (``--save-path``); PaddleX's snake_case spellings (``--save_path``) are aliases."""
+def build_parser(spec: Any = None) -> argparse.ArgumentParser:
+    """Flags are kebab-case (``--save-path``); PaddleX's snake_case spellings (``--save_path``) are aliases.
+
+    With ``spec`` (a pipeline's :class:`~pxflow.pipelines.spec.PipelineSpec`), that pipeline's own
+    flags too, generated from its options model (:mod:`.pipeline_flags`).
+    """
     p = CliParser(prog="pxflow", description="PaddleX-compatible pipelines; see also `pxflow annotate -h`.")
     p.add_argument("--pipeline", help="pipeline name (object_detection ...) or a pipeline YAML path")
     p.add_argument("--input", help="image file, directory, http(s) URL or s3:// URI/prefix")
     p.add_argument("--device", default=None, help="cpu (default), gpu or gpu:N (gpu:N,M uses the first)")
     p.add_argument("--save-path", "--save_path", dest="save_path", default=None,
                    help="directory for *_res.json and *_res.<ext> files (with --get-pipeline-config: where the YAML goes)")
-    p.add_argument("--threshold", default=None, help="score threshold: a float or a JSON/dict {cls_id: float}")
     p.add_argument("--backend", default=None, choices=backend_names(), help="inference backend")
     p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=None, help="override the model batch size")
     p.add_argument("--model-dir", "--model_dir", dest="model_dir", default=None, help="override the (first) model's model_dir")
-    p.add_argument("--prompt-type", "--prompt_type", dest="prompt_type", default=None, choices=["box", "point"],
-                   help="open_vocabulary_segmentation prompt type")
-    p.add_argument("--prompt", default=None, help='prompts, e.g. "[[x1,y1,x2,y2], ...]" or "[[x,y], ...]"')
-    p.add_argument("--index", default=None, help="PP-ShiTuV2 index directory")
     p.add_argument("--get-pipeline-config", "--get_pipeline_config", dest="get_pipeline_config", default=None, metavar="NAME",
                    help="write the pipeline's YAML (to ./NAME.yaml, or --save-path) and exit")
     p.add_argument("--no-progress", "--no_progress", dest="no_progress", action="store_true", help="no progress bar")
     p.add_argument("--quiet", action="store_true", help="do not print each result")
+    if spec is not None:
+        add_pipeline_flags(p, spec)
     return both_spellings(p)
 
 
-def predict_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """Per-call keyword arguments a pipeline's ``predict`` takes (only those given)."""
-    kwargs: dict[str, Any] = {}
-    if args.threshold is not None:
-        kwargs["threshold"] = parse_literal(args.threshold)
-    if args.prompt_type is not None:
-        kwargs["prompt_type"] = args.prompt_type
-    if args.prompt is not None:
-        kwargs["prompt"] = parse_literal(args.prompt)
-    if args.index is not None:
-        kwargs["index"] = args.index
-    return kwargs
+def parse_command_line(argv: list[str]) -> argparse.Namespace:
+    """``--pipeline`` first, then every flag with that pipeline's own; an unknown pipeline or another
+    pipeline's flag is a one-line usage error (exit 2), also with ``--help``."""
+    pipeline = requested_pipeline(argv, None)
+    if pipeline is None:
+        return build_parser().parse_args(argv)
+    try:
+        spec = spec_for(pipeline)
+        parser = build_parser(spec)
+    except (ValueError, TypeError, OSError) as exc:
+        build_parser().error(f"--pipeline: {one_line(exc)}")
+    refuse_other_pipelines_flags(parser, spec, argv)
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_command_line(argv)
     if args.get_pipeline_config:
         return write_pipeline_config(args.get_pipeline_config, args.save_path)
     if not args.pipeline or not args.input:
@@ -74,11 +79,13 @@ def main(argv: list[str]) -> int:
 
     from pxflow.pipelines.config import load_config
     from pxflow.pipelines.models.source import ModelUnavailableError
+    from pxflow.pipelines.options import check_options
     from pxflow.pipelines.overrides import apply_overrides
     from pxflow.pipelines.registry import pipeline_class
 
     try:
-        kwargs = predict_kwargs(args)
+        spec = spec_for(args.pipeline)
+        kwargs = check_options(spec.options_model(), spec.name, given_options(args))
         config = apply_overrides(
             load_config(args.pipeline), model_dir=args.model_dir, batch_size=args.batch_size,
             settings={"backend": args.backend}, options=kwargs,

@@ -1,15 +1,16 @@
-"""instance_segmentation, described (:class:`pxflow.pipelines.spec.PipelineSpec`): read without loading any model."""
+"""``instance_segmentation`` described (:class:`~pxflow.pipelines.spec.PipelineSpec`): read without loading a model."""
 
-from importlib import resources
-
+from ..config import packaged_config
 from ..spec import Endpoint, PipelineSpec
 
 SPEC = PipelineSpec(
     name="instance_segmentation",
     pipeline="pxflow.pipelines.instance_segmentation.pipeline:InstanceSegmentationPipeline",
-    config=str(resources.files("pxflow.configs") / "instance_segmentation.yaml"),
+    config=packaged_config("instance_segmentation.yaml"),
+    options="pxflow.pipelines.options:ThresholdOptions",
     endpoints=(
         Endpoint("/instance-segmentation", "pxflow.pipelines.instance_segmentation.serving:handle"),
     ),
-    description="boxes and a mask per instance",
+    takes_index=False,
+    description="boxes plus full-frame masks (Mask-RT-DETR, MaskRCNN, SOLOv2 ...)",
 )

@@ -1,15 +1,16 @@
-"""object_detection, described (:class:`pxflow.pipelines.spec.PipelineSpec`): read without loading any model."""
+"""``object_detection`` described (:class:`~pxflow.pipelines.spec.PipelineSpec`): read without loading a model."""
 
-from importlib import resources
-
+from ..config import packaged_config
 from ..spec import Endpoint, PipelineSpec
 
 SPEC = PipelineSpec(
     name="object_detection",
     pipeline="pxflow.pipelines.object_detection.pipeline:ObjectDetectionPipeline",
-    config=str(resources.files("pxflow.configs") / "object_detection.yaml"),
+    config=packaged_config("object_detection.yaml"),
+    options="pxflow.pipelines.options:ThresholdOptions",
     endpoints=(
         Endpoint("/object-detection", "pxflow.pipelines.object_detection.serving:handle"),
     ),
-    description="boxes of the classes the detector knows",
+    takes_index=False,
+    description="boxes with class, label and score (PicoDet, RT-DETR, PP-YOLOE ...)",
 )

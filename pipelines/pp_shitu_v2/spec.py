@@ -1,13 +1,13 @@
-"""PP-ShiTuV2, described (:class:`pxflow.pipelines.spec.PipelineSpec`): read without loading any model."""
+"""``PP-ShiTuV2`` described (:class:`~pxflow.pipelines.spec.PipelineSpec`): read without loading a model."""
 
-from importlib import resources
-
+from ..config import packaged_config
 from ..spec import Endpoint, PipelineSpec
 
 SPEC = PipelineSpec(
     name="PP-ShiTuV2",
     pipeline="pxflow.pipelines.pp_shitu_v2.pipeline:ShiTuV2Pipeline",
-    config=str(resources.files("pxflow.configs") / "PP-ShiTuV2.yaml"),
+    config=packaged_config("PP-ShiTuV2.yaml"),
+    options="pxflow.pipelines.pp_shitu_v2.options:ShiTuOptions",
     endpoints=(
         Endpoint("/shitu-infer", "pxflow.pipelines.pp_shitu_v2.serving:infer"),
         Endpoint("/shitu-index-build", "pxflow.pipelines.pp_shitu_v2.serving:index_build"),
@@ -15,5 +15,5 @@ SPEC = PipelineSpec(
         Endpoint("/shitu-index-remove", "pxflow.pipelines.pp_shitu_v2.serving:index_remove"),
     ),
     takes_index=True,
-    description="detection, then recognition against a versioned index",
+    description="general image recognition: mainbody detection, features, and a search of an index",
 )

@@ -1,15 +1,16 @@
-"""small_object_detection, described (:class:`pxflow.pipelines.spec.PipelineSpec`): read without loading any model."""
+"""``small_object_detection`` described (:class:`~pxflow.pipelines.spec.PipelineSpec`): read without loading a model."""
 
-from importlib import resources
-
+from ..config import packaged_config
 from ..spec import Endpoint, PipelineSpec
 
 SPEC = PipelineSpec(
     name="small_object_detection",
     pipeline="pxflow.pipelines.small_object_detection.pipeline:SmallObjectDetectionPipeline",
-    config=str(resources.files("pxflow.configs") / "small_object_detection.yaml"),
+    config=packaged_config("small_object_detection.yaml"),
+    options="pxflow.pipelines.options:ThresholdOptions",
     endpoints=(
         Endpoint("/small-object-detection", "pxflow.pipelines.small_object_detection.serving:handle"),
     ),
-    description="detection on overlapping slices, merged",
+    takes_index=False,
+    description="detection tuned for small objects, with optional sliced (tiled) inference",
 )

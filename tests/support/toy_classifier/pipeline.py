@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from pydantic import Field
+
 from pxflow.pipelines.base import Prepared, SinglePredictorPipeline
+from pxflow.pipelines.options import PredictOptions
 from pxflow.pipelines.results import BaseResult
 from pxflow.pipelines.results.records import ObjectRecord
 
@@ -19,6 +22,12 @@ class ClassResult(BaseResult):
         ]
 
 
+class ToyOptions(PredictOptions):
+    """``predict(input, min_score=...)``: the toy's one option (and so ``--min-score`` on the CLIs)."""
+
+    min_score: float = Field(0.0, ge=0.0, le=1.0, description="drop labels scoring below this")
+
+
 class ToyClassifierPipeline(SinglePredictorPipeline):
     pipeline_name = "toy_classifier"
     result_class = ClassResult
@@ -26,9 +35,10 @@ class ToyClassifierPipeline(SinglePredictorPipeline):
     primary_submodule = "ImageClassification"
     default_module = "image_classification"
 
-    def run_batch(self, batch: Sequence[Prepared], **kwargs: Any) -> list[ClassResult]:
+    def run_batch(self, batch: Sequence[Prepared], min_score: float = 0.0, **kwargs: Any) -> list[ClassResult]:
         results = []
         for p, top in zip(batch, self.model.classify([p.payload for p in batch])):
+            top = [t for t in top if t["score"] >= min_score]
             data = {
                 "input_path": p.item.uri,
                 "class_ids": [t["class_id"] for t in top],
