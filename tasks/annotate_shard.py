@@ -67,7 +67,8 @@ def run_shard(
     pipeline = get_pipeline(job.config, job.model_sha256)
     per_input = options or [None] * len(uris)
     items = [_item(uri, storage, opts) for uri, opts in zip(uris, per_input, strict=True)]
-    builder = RowBuilder(job.run_key, job.pipeline, job.model_name, job.model_sha256, shard_id, job.flow_run_id)
+    builder = RowBuilder(job.run_key, job.pipeline, job.model_name, job.model_sha256, shard_id, job.flow_run_id,
+                         result_class=pipeline.result_class)
     results = pipeline.predict(items, storage=storage, **job.predict_kwargs)
     for item, result in zip(items, results, strict=True):
         builder.add(item.uri, result, item.meta)

@@ -16,6 +16,9 @@ and records an application transaction ``pxflow/<run_key>/<shard_id>``. So:
 - a changed image's ``images`` row and ``objects`` rows are replaced, never duplicated;
 - ``objects`` is committed before ``images``: the ``images`` row is what planning reads,
   so a crash between the two makes the next run redo the shard (replacing its objects).
+
+``objects`` has the columns of the pipeline's result class (its record schema): a write with a
+new column merges it into the table in that same commit (:data:`EVOLVING_TABLES`).
 """
 
 from __future__ import annotations
@@ -38,11 +41,37 @@ log = logging.getLogger(__name__)
 
 #: table name -> the columns identifying one row's input (what a shard's commit replaces)
 TABLES = ("images", "objects", "runs", "features", "ground_truth")
+#: tables whose columns grow with the pipeline's result class (its record schema): their writes merge the schema
+EVOLVING_TABLES = ("objects",)
 WRITER_COMPRESSION = "ZSTD"
 
 
 class PartitionMismatchError(ValueError):
     """A write whose partitioning differs from the table's (fixed when the table was created)."""
+
+
+class SchemaConflictError(ValueError):
+    """A write that gives an existing column another type (a schema merge would cast the values silently)."""
+
+
+def check_column_types(existing: Any, schema: pa.Schema, where: str) -> None:
+    """Raise :class:`SchemaConflictError` when ``schema`` retypes a column of the Delta table ``existing``.
+
+    New columns are fine (the merge adds them); a changed type is not: delta-rs's merge casts
+    the new values to the table's type (1.5 into an integer column becomes 1, an int becomes a string).
+    """
+    from deltalake import Schema
+
+    def name(kind: Any) -> str:  # "integer", not 'PrimitiveType("integer")'
+        return str(getattr(kind, "type", kind))
+
+    have = {field.name: field.type for field in existing.schema().fields}
+    for field in Schema.from_arrow(schema).fields:
+        if field.name in have and have[field.name] != field.type:
+            raise SchemaConflictError(
+                f"{where}: column {field.name!r} is {name(have[field.name])} in the table and {name(field.type)} "
+                "in this write; a column keeps its type (declare it as before, or write to another --output)"
+            )
 
 
 def parse_partition(partition: str | None) -> tuple[str, str] | None:
@@ -179,7 +208,9 @@ class Lake:
         """The one write of the lake's tables; returns the new version.
 
         A missing table is created (partitioned by ``partition_by``); an existing one gets the rows of ``predicate``
-        replaced by ``data`` in one commit, or ``data`` appended when there is no predicate. ``txn`` records the
+        replaced by ``data`` in one commit, or ``data`` appended when there is no predicate. In the
+        :data:`EVOLVING_TABLES` the same commit merges the schema: a column ``data`` adds is added (old rows read
+        null), one it lacks is written null, one it retypes is refused (:func:`check_column_types`). ``txn`` records the
         Delta application transaction of a shard's commit. A commit that loses a race is redone on the new
         snapshot (:func:`_commit_retrying`), so ``data`` is a table or a callable giving fresh data per attempt
         (a stream such as a dataset reader).
@@ -193,10 +224,15 @@ class Lake:
             if redo and txn and existing is not None and (existing.transaction_version(txn) or 0) >= 1:
                 return existing.version()  # the commit we lost to was this very shard's (another run of its input)
             commit = CommitProperties(app_transactions=[Transaction(txn, 1, int(time.time() * 1000))]) if txn else None
+            payload = data() if callable(data) else data
+            merge = table in EVOLVING_TABLES and existing is not None
+            if merge:
+                check_column_types(existing, payload.schema, f"{self.output}/{table}")
             write_deltalake(
                 existing if existing is not None else uri,
-                data() if callable(data) else data,
+                payload,
                 mode="overwrite" if existing is not None and predicate else "append",
+                schema_mode="merge" if merge else None,
                 predicate=predicate if existing is not None else None,
                 partition_by=list(partition_by) if partition_by and existing is None else None,
                 storage_options=None if existing is not None else options,

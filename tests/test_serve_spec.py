@@ -52,7 +52,6 @@ def toy_registered(monkeypatch, tmp_path):
     from pxflow.pipelines import registry
     from pxflow.pipelines.spec import Endpoint, PipelineSpec
 
-    monkeypatch.setattr(registry, "SPECS", dict(registry.SPECS))
     monkeypatch.setattr(registry, "PIPELINES", dict(registry.PIPELINES))
     registry.register_pipeline(PipelineSpec(
         name="toy_classifier", pipeline="tests.support.toy_classifier.pipeline:ToyClassifierPipeline", config=toy.CONFIG,
@@ -90,7 +89,7 @@ def test_a_pipeline_from_outside_pxflow_is_served_from_its_spec(toy_registered, 
 
 
 def test_a_pipeline_without_endpoints_is_refused_naming_why(tmp_path, monkeypatch):
-    """The toy as registered by its own package (a class, no spec): create_app and the CLI both refuse it."""
+    """The toy as registered by its own package (a spec without endpoints): create_app and the CLI both refuse it."""
     import tests.support.toy_classifier as toy
     from tests.support.toy_classifier.model import build
 

@@ -24,6 +24,8 @@ from ..io.images import IMAGE_SUFFIXES
 from ..io.uri import uri_name
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from .records import ObjectRecord
 
 
@@ -79,6 +81,24 @@ class BaseResult(dict):
         serialisation, the batch layer never guesses a result's shape.
         """
         raise NotImplementedError(f"{type(self).__name__} does not define object_records()")
+
+    @classmethod
+    def record_schema(cls) -> "pa.Schema":
+        """The columns :meth:`object_records` may fill, typed: this class's fragment of the ``objects`` table.
+
+        The base fragment is the shared record columns (:func:`~.records.base_record_schema`).
+        A result class whose records carry more extends it, so the table gains the columns
+        (existing tables evolve, old rows read null) and readers of the shared ones never break::
+
+            @classmethod
+            def record_schema(cls):
+                return super().record_schema().append(pa.field("top2_label", pa.string()))
+
+        A record key outside it fails the shard rather than being dropped (``pxflow.tasks.rows``).
+        """
+        from .records import base_record_schema
+
+        return base_record_schema()
 
     @property
     def json(self) -> dict[str, Any]:

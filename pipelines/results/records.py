@@ -1,16 +1,21 @@
 """The table record every result serialises itself into: one :class:`ObjectRecord` per object.
 
-A result class owns its serialisation (:meth:`BaseResult.object_records`); the batch
-layer (``pxflow.tasks``) only adds the shared columns (run key, pipeline, model,
-image URI, shard) and the schema. Keys a result does not produce stay null.
+A result class owns its serialisation (:meth:`BaseResult.object_records`) and the schema of
+its records (:meth:`BaseResult.record_schema`, which starts from :func:`base_record_schema`);
+the batch layer (``pxflow.tasks``) only adds the shared columns (run key, pipeline, model,
+image URI, shard). Keys a result does not produce stay null; a key outside its declared
+schema fails the shard (``pxflow.tasks.rows``).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping, Sequence, TypedDict
+from typing import TYPE_CHECKING, Any, Mapping, Sequence, TypedDict
 
 from ..ops.masks import rle_box, rle_to_columns
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 class ObjectRecord(TypedDict, total=False):
@@ -36,6 +41,37 @@ class ObjectRecord(TypedDict, total=False):
 
 #: the record keys, in table column order
 RECORD_KEYS: tuple[str, ...] = tuple(ObjectRecord.__annotations__)
+
+
+def base_record_schema() -> "pa.Schema":
+    """The columns every result's records may fill: :class:`ObjectRecord`'s keys, typed, in table order.
+
+    Every ``objects`` table has them (eval, export, report and docs/schema.md read them), so a
+    result class with more columns extends this schema and never drops or retypes one of it.
+    pyarrow is imported here, not at module level: predicting never needs it.
+    """
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            pa.field("cls_id", pa.int32()),
+            pa.field("label", pa.string()),
+            pa.field("score", pa.float32()),
+            pa.field("x1", pa.float32()),
+            pa.field("y1", pa.float32()),
+            pa.field("x2", pa.float32()),
+            pa.field("y2", pa.float32()),
+            pa.field("mask_counts", pa.string()),
+            pa.field("mask_height", pa.int32()),
+            pa.field("mask_width", pa.int32()),
+            pa.field("rec_label", pa.string()),
+            pa.field("rec_score", pa.float32()),
+            pa.field("index_name", pa.string()),
+            pa.field("index_version", pa.string()),
+            pa.field("prompt_type", pa.string()),
+            pa.field("prompt", pa.string()),
+        ]
+    )
 
 
 def box_columns(coordinate: Sequence[float] | None) -> dict[str, float]:
