@@ -32,6 +32,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.support.annotate_helpers import read_table
 from tests.support.cli import run_pxflow, single_error_line
+from tests.support.serve_process import Server
 
 PACKAGE = "pxflow_memory_plugin"
 TOY = ROOT / "tests" / "support" / "toy_classifier"
@@ -58,6 +59,7 @@ def register() -> None:
     from pxflow.pipelines.io.stores import register_store
     from pxflow.pipelines.predictors import register_predictor
     from pxflow.pipelines.registry import register_pipeline
+    from pxflow.pipelines.spec import Endpoint, PipelineSpec
 
     from .runner import MarkedThreadRunner
     from .store import MemoryStore
@@ -65,9 +67,13 @@ def register() -> None:
     register_store("memory", MemoryStore)
     register_runner(MarkedThreadRunner())
     register_predictor("image_classification", "pxflow_memory_plugin.predictor:ClassificationPredictor")
-    # once pipelines/registry.py takes specs (issue 16, part "spec"):
-    # register_pipeline(PipelineSpec("plugin_classifier", "pxflow_memory_plugin.pipeline:ToyClassifierPipeline", CONFIG))
-    register_pipeline("plugin_classifier", "pxflow_memory_plugin.pipeline:ToyClassifierPipeline")
+    register_pipeline(PipelineSpec(
+        name="plugin_classifier",
+        pipeline="pxflow_memory_plugin.pipeline:ToyClassifierPipeline",
+        config=__file__.rsplit("/", 1)[0] + "/plugin_classifier.yaml",
+        options="pxflow_memory_plugin.pipeline:ToyOptions",
+        endpoints=(Endpoint("/image-classification", "pxflow_memory_plugin.serving:handle"),),
+    ))
 '''
 
 STORE = '''"""``memory://bucket/key``: objects in a dict, filled at import from the files under ``data/``."""
@@ -178,6 +184,7 @@ def plugin_site(tmp_path_factory) -> Path:
     (package / "store.py").write_text(STORE)
     (package / "runner.py").write_text(RUNNER)
     shutil.copy(TOY / "predictor.py", package / "predictor.py")
+    shutil.copy(TOY / "serving.py", package / "serving.py")
     pipeline = (TOY / "pipeline.py").read_text().replace('pipeline_name = "toy_classifier"', 'pipeline_name = "plugin_classifier"')
     assert 'pipeline_name = "plugin_classifier"' in pipeline
     (package / "pipeline.py").write_text(pipeline)
@@ -201,7 +208,7 @@ def test_the_stock_cli_runs_a_plugin_runner_and_pipeline_on_a_plugin_store(plugi
     """``pxflow annotate --runner marked --pipeline <the plug-in's> --input memory://bucket/`` (model in memory too)."""
     out, mark = tmp_path / "out", tmp_path / "runner-mark"
     proc = run_pxflow(tmp_path, "annotate", "--runner", "marked",
-                      "--pipeline", str(plugin_site / PACKAGE / "plugin_classifier.yaml"),
+                      "--pipeline", "plugin_classifier",
                       "--model-dir", "memory://models/toy", "--input", "memory://bucket/", "--output", str(out),
                       "--no-progress",
                       PYTHONPATH=str(plugin_site), PXFLOW_TEST_RUNNER_MARK=str(mark),
@@ -215,15 +222,28 @@ def test_the_stock_cli_runs_a_plugin_runner_and_pipeline_on_a_plugin_store(plugi
                       "memory://bucket/grey/mid.png": "dark"}
     assert mark.read_text().splitlines() == ["marked concurrency=2 device=cpu"]  # the plug-in runner ran the shards
 
-    # -- `pxflow serve --pipeline plugin_classifier` (issue 16, part "serve": endpoints from the spec) --------------
-    # to come with the serve engineer's change: start the stock server with PYTHONPATH=plugin_site, POST one
-    # memory:// image to the plug-in pipeline's endpoint, expect PaddleX's envelope with the label.
+
+
+def test_the_stock_server_serves_a_plugin_pipeline_from_its_spec(plugin_site, tmp_path):
+    """``pxflow serve --pipeline plugin_classifier``: the route comes from the plug-in's spec, the model from memory://."""
+    server = Server(["--pipeline", "plugin_classifier", "--model-dir", "memory://models/toy"], tmp_path,
+                    env={"PYTHONPATH": str(plugin_site), "PADDLE_PDX_CACHE_HOME": str(tmp_path / "model-cache")})
+    try:
+        assert server.client.get("/ready").json()["endpoints"] == ["/image-classification"]
+        for value, name in ((0, "dark"), (255, "bright")):
+            ok, png = cv2.imencode(".png", np.full((20, 20, 3), value, np.uint8))
+            resp = server.post("/image-classification", {"image": base64.b64encode(png.tobytes()).decode(), "visualize": False})
+            assert resp.status_code == 200, resp.text
+            body = resp.json()
+            assert body["errorCode"] == 0 and [c["name"] for c in body["result"]["categories"]] == [name]
+    finally:
+        server.stop()
 
 
 def test_delta_output_on_a_store_delta_rs_cannot_write_is_a_usage_error(plugin_site, tmp_path):
     """The memory store serves inputs, not tables: one line naming the scheme, exit 2, before any work."""
     proc = run_pxflow(tmp_path, "annotate", "--runner", "marked",
-                      "--pipeline", str(plugin_site / PACKAGE / "plugin_classifier.yaml"),
+                      "--pipeline", "plugin_classifier",
                       "--model-dir", "memory://models/toy", "--input", "memory://bucket/", "--output", "memory://bucket/out",
                       PYTHONPATH=str(plugin_site), PXFLOW_TEST_RUNNER_MARK=str(tmp_path / "mark"),
                       PADDLE_PDX_CACHE_HOME=str(tmp_path / "model-cache"))

@@ -11,10 +11,7 @@ from __future__ import annotations
 import base64
 import functools
 import http.server
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,49 +21,11 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import COCO_MINI, DRINK, PICODET_ONNX, ROOT, require_shared
+from tests.conftest import COCO_MINI, DRINK, PICODET_ONNX, require_shared
 from tests.support.annotate_helpers import _png_header_only
-from tests.support.processes import stop_process
-from tests.support.s3_server import free_port
+from tests.support.serve_process import Server
 from tests.support.seg_models import seg_images, seg_models  # noqa: F401  (session fixtures)
 from tests.support.shitu_models import build_models, shitu_pipeline  # noqa: F401
-
-PXFLOW = str(Path(sys.executable).parent / "pxflow")
-
-
-class Server:
-    def __init__(self, args: list[str], tmp: Path) -> None:
-        self.port = free_port()
-        self.log = tmp / f"serve-{self.port}.log"
-        self.proc = subprocess.Popen(
-            [PXFLOW, "serve", *args, "--host", "127.0.0.1", "--port", str(self.port)],
-            stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, cwd=str(ROOT),
-        )
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.client = httpx.Client(base_url=self.url, timeout=60, trust_env=False)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"pxflow serve exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                if self.client.get("/ready").status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"pxflow serve not ready:\n{self.log.read_text()[-3000:]}")
-
-    def post(self, path: str, body=None, **kw) -> httpx.Response:
-        return self.client.post(path, json=body, **kw) if body is not None else self.client.post(path, **kw)
-
-    def healthy(self) -> bool:
-        return self.proc.poll() is None and self.client.get("/health").json()["status"] == "ok"
-
-    def stop(self) -> None:
-        self.client.close()
-        stop_process(self.proc, grace_s=20)
-
 
 def b64(path_or_bytes) -> str:
     data = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
