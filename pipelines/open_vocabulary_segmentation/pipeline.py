@@ -29,7 +29,7 @@ from ..io.errors import InputError
 from ..io.inputs import InputItem
 from ..ops.preprocess import Sample
 from ..predictors import LazyPredictor, ModelIdentity, PipelineIdentity, create_predictor
-from ..predictors.registry import section_identity
+from ..predictors.registry import check_section, section_identity
 from ..predictors.sam import SamPredictor
 from ..results import BaseResult
 from .prompts import PROMPT_TYPES, outside_image, parse_prompts
@@ -72,6 +72,7 @@ class OpenVocabularySegmentationPipeline(BasePipeline):
         self.models: dict[str, LazyPredictor[SamPredictor]] = {}
         for kind, (key, module) in SUBMODULES.items():
             if subs.get(key):
+                check_section(subs[key], self.settings, self.device, module)  # a graph it cannot drive fails now
                 self.models[kind] = LazyPredictor(
                     lambda s=subs[key], m=module: create_predictor(s, self.settings, self.device, m)
                 )

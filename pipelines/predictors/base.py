@@ -76,6 +76,15 @@ class Predictor(ABC):
         """Build from a PaddleX ``SubModules.<X>`` section and the ``Pxflow`` settings."""
 
     @classmethod
+    def check(cls, sub: Mapping[str, Any], settings: PxflowSettings, device: str) -> None:
+        """Refuse, when the pipeline is created, a model this predictor could never drive.
+
+        For predictors whose models load lazily (SAM: one of two models is used per run):
+        cheap checks only, loading no weights; ``ModelDirError`` naming the directory. Models
+        that load at creation are checked by loading them, so the default checks nothing.
+        """
+
+    @classmethod
     def identity(cls, sub: Mapping[str, Any], role: str) -> ModelIdentity:
         """Name and checksum of the model files this section points at (no backend is loaded).
 
@@ -84,7 +93,7 @@ class Predictor(ABC):
         """
         name, directory = model_source(sub)
         spec = load_model_spec(resolve_model_dir(name, directory))
-        return ModelIdentity(role, reported_model_name(spec, name, directory), spec.sha256())
+        return ModelIdentity(role, reported_model_name(spec.model_name, name, directory), spec.sha256())
 
 
 P = TypeVar("P", bound=Predictor)
