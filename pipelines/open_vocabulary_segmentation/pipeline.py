@@ -186,7 +186,8 @@ class OpenVocabularySegmentationPipeline(BasePipeline):
     def run_batch(self, batch: Sequence[Prepared], prompt_type: str = "box", **kwargs: Any) -> list[BaseResult]:
         model = self.models[prompt_type].get()
         chained = iter(self._detected_prompts([p for p in batch if p.payload.prompts is None]) if self.detector else [])
-        results: list[BaseResult] = []
+        results: list[BaseResult | None] = []
+        todo: list[tuple[int, Prepared, np.ndarray, Any]] = []
         for p in batch:
             if p.payload.prompts is not None:
                 prompts, sources = p.payload.prompts, None
@@ -197,9 +198,12 @@ class OpenVocabularySegmentationPipeline(BasePipeline):
                     results.append(item)
                     continue
                 prompts, sources = item
-            masks = model.segment(p.payload.sample, prompts)
-            results.append(self._result(p, prompt_type, prompts, masks, sources))
-        return results
+            todo.append((len(results), p, prompts, sources))
+            results.append(None)
+        masks = model.infer([(p.payload.sample, prompts) for _, p, prompts, _ in todo])
+        for (at, p, prompts, sources), image_masks in zip(todo, masks):
+            results[at] = self._result(p, prompt_type, prompts, image_masks, sources)
+        return results  # type: ignore[return-value]  (every None was filled above)
 
     @staticmethod
     def _result(p: Prepared, prompt_type: str, prompts: np.ndarray, masks: np.ndarray, sources) -> SamSegResult:

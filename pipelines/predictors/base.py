@@ -65,7 +65,14 @@ def model_source(sub: Mapping[str, Any]) -> tuple[str | None, str | None]:
 
 
 class Predictor(ABC):
-    """Subclasses set :attr:`module_names` and implement :meth:`from_submodule`."""
+    """Subclasses set :attr:`module_names` and implement :meth:`from_submodule` and :meth:`infer`.
+
+    The contract pipelines rely on: ``preprocess`` one input (any thread), then :meth:`infer`
+    a batch of preprocessed inputs, one call per batch, whatever the model type. One name
+    for that call means a pipeline (or a plug-in's) composes any predictor the same way, and
+    a predictor that forgets it fails when instantiated, not when a pipeline calls a name it
+    lacks. What follows ``infer`` (thresholds, masks onto the frame) is the predictor's own.
+    """
 
     #: PaddleX ``module_name`` values this predictor serves (the registry key)
     module_names: tuple[str, ...] = ()
@@ -74,6 +81,14 @@ class Predictor(ABC):
     @abstractmethod
     def from_submodule(cls, sub: Mapping[str, Any], settings: PxflowSettings, device: str) -> "Predictor":
         """Build from a PaddleX ``SubModules.<X>`` section and the ``Pxflow`` settings."""
+
+    @abstractmethod
+    def infer(self, batch: Sequence[Any]) -> Sequence[Any]:
+        """The model's raw answer for each element of ``batch``, in order (``len(out) == len(batch)``).
+
+        ``batch`` holds what ``preprocess`` made (SAM: ``(sample, prompts)`` pairs, as its prompts
+        are per image); the predictor splits it to the model's and the graph's batch limits.
+        """
 
     @classmethod
     def check(cls, sub: Mapping[str, Any], settings: PxflowSettings, device: str) -> None:

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -305,6 +305,13 @@ class SamPredictor(Predictor):
             up = up[:new_h, :new_w]
             out[i] = cv2.resize(up, (sample.ori_w, sample.ori_h), interpolation=cv2.INTER_LINEAR) > 0
         return out
+
+    def infer(self, batch: Sequence[tuple[Sample, np.ndarray]]) -> list[np.ndarray]:
+        """Boolean ``[N_i, H_i, W_i]`` masks per ``(sample, original-pixel prompts)`` pair: the predictor contract.
+
+        Images are segmented one at a time (every prompt of an image reuses its one embedding).
+        """
+        return [self.segment(sample, prompts) for sample, prompts in batch]
 
     def segment(self, sample: Sample, prompts: np.ndarray) -> np.ndarray:
         """Boolean masks, one per prompt (original-pixel prompts in, original-frame masks out)."""

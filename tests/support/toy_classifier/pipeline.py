@@ -28,7 +28,7 @@ class ToyClassifierPipeline(SinglePredictorPipeline):
 
     def run_batch(self, batch: Sequence[Prepared], **kwargs: Any) -> list[ClassResult]:
         results = []
-        for p, top in zip(batch, self.model.classify([p.payload for p in batch])):
+        for p, top in zip(batch, self.model.infer([p.payload for p in batch])):
             data = {
                 "input_path": p.item.uri,
                 "class_ids": [t["class_id"] for t in top],
