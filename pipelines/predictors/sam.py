@@ -229,8 +229,9 @@ class SamPredictor(Predictor):
 
         Reads the graphs' input names from their files (:func:`graph_io`), loading no weights, so
         the check costs nothing when the model is never used. Only a directory already on this
-        machine is checked: an ``s3://`` one, or an official model not yet in the cache, is
-        fetched (and checked) on first use, as a box-only run must not fetch the point model.
+        machine is checked: an ``s3://`` one, an official model not yet in the cache, or a
+        directory that does not exist is fetched (and checked, or reported) on first use, as a
+        box-only run must neither fetch nor require the point model.
         """
         name, directory = model_source(sub)
         if directory:
@@ -240,10 +241,8 @@ class SamPredictor(Predictor):
             root = parsed.path
         else:
             root = official_model_dir(str(name))
-            if not os.path.isdir(root):
-                return
         if not os.path.isdir(root):
-            raise ModelDirError(f"model directory not found: {root}")
+            return
         parts = {part: os.path.join(root, part) for part in SPLIT_PARTS} if is_split_dir(root) else {"whole": root}
         graphs = {part: graph_io(load_model_spec(path), settings.backend, device) for part, path in parts.items()}
         if all(g is not None for g in graphs.values()):
