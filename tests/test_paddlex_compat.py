@@ -298,6 +298,29 @@ def test_index_info_yaml_folder_loads(tmp_path):
     assert hit[0] == ["water"]
 
 
+def test_paddlex_folder_with_a_pickle_and_index_info_yaml_loads_without_the_pickle(tmp_path):
+    """vector.index + id_map.pkl + index_info.yaml, no side file of ours: the YAML labels it, the pickle is never read."""
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(40, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    labels = [f"drink_{i % 5}" for i in range(40)]
+    # as PaddleX's builder makes it: index_factory(dim, "HNSW32", IP) inside an IndexIDMap2, ids 0..N-1
+    index = faiss.IndexIDMap2(faiss.index_factory(16, "HNSW32", faiss.METRIC_INNER_PRODUCT))
+    index.add_with_ids(vectors, np.arange(40, dtype=np.int64))
+    d = tmp_path / "paddlex_index"
+    d.mkdir()
+    faiss.write_index(index, str(d / "vector.index"))
+    # PaddleX's YAMLWriter: yaml.dump(index_info, default_flow_style=False, allow_unicode=True)
+    info = {"index_type": "HNSW32", "metric_type": "IP", "id_map": dict(enumerate(labels))}
+    (d / "index_info.yaml").write_text(yaml.dump(info, default_flow_style=False, allow_unicode=True), encoding="utf-8")
+    (d / "id_map.pkl").write_bytes(b"\x80\x04 not a pickle: loading it would fail")
+    loaded = IndexData.load(str(d))
+    assert loaded.id_map == dict(enumerate(labels)) and (loaded.index_type, loaded.metric_type) == ("HNSW32", "IP")
+    assert loaded.meta.ef_search  # no side file: search parameters derived from the index itself
+    hits = loaded.query(vectors[[3, 17, 39]], topk=1, threshold=0.9)
+    assert [h[0] for h in hits] == [["drink_3"], ["drink_2"], ["drink_4"]]
+
+
 def test_beta2_id_map_without_index_type_loads(tmp_path):
     # PaddleX 3.0-beta2 wrote {metric_type, id_map} only; the index type comes from the faiss structure
     d, vectors = _write_index(tmp_path, "HNSW32", "id_map.yaml", {"metric_type": "IP", "id_map": {10: "a", 11: "b", 12: "c", 13: "d"}})
