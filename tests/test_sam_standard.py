@@ -259,6 +259,10 @@ def test_serve_segments_with_the_standard_interface(tmp_path, standard_sam, seg_
         (m,) = result["masks"]
         assert m["size"] == [120, 200]
         assert iou(decode_rle({"size": m["size"], "counts": m["rleResult"]}), box_mask(box, 120, 200)) > 0.97
+        import pycocotools.mask
+
+        served = pycocotools.mask.decode(m)  # the document's call, on the mask as served
+        assert served.shape == (120, 200) and iou(served.astype(bool), box_mask(box, 120, 200)) > 0.97
         result = ok_result(srv.post("/open-vocabulary-segmentation", {"image": b64(seg_images["a"]), "promptType": "point", "prompt": [[50, 60]]}))
         (m,) = result["masks"]
         assert iou(decode_rle({"size": m["size"], "counts": m["rleResult"]}), disc(120, 200, 50, 60)) > 0.95

@@ -139,7 +139,9 @@ def instances(result) -> list[dict[str, Any]]:
 
 
 def sam_masks(result) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    masks = [{"rleResult": r["counts"], "size": [int(r["size"][0]), int(r["size"][1])]} for r in result.rles]
+    """PaddleX's ``{rleResult, size}`` per mask, plus ``counts`` (the same string): the document decodes each mask
+    with ``pycocotools.mask.decode(mask)``, which reads ``size`` and ``counts``."""
+    masks = [{"rleResult": r["counts"], "counts": r["counts"], "size": [int(r["size"][0]), int(r["size"][1])]} for r in result.rles]
     infos = [{"label": str(i["label"]), "prompt": _floats(i["prompt"])} for i in result.data.get("mask_infos", [])]
     return masks, infos
 
