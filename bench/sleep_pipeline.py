@@ -32,7 +32,7 @@ class SleepPredictor(ClassificationPredictor):
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         return image[:1, :1]  # nothing to compute: the sleep stands for the model
 
-    def classify(self, tensors: Sequence[np.ndarray]) -> list[list[dict[str, Any]]]:
+    def infer(self, tensors: Sequence[np.ndarray]) -> list[list[dict[str, Any]]]:
         time.sleep(self.sleep_s * len(tensors))
         return [[{"class_id": 0, "label": self.labels[0], "score": 1.0}] for _ in tensors]
 

@@ -79,6 +79,8 @@ def load_config(
     merged = deep_merge(base, override)
     if "pipeline_name" not in merged:
         raise ValueError("pipeline config has no pipeline_name")
+    if "Pipeline" in merged:
+        merged = merge_pipeline_section(merged, source=_source_name(pipeline, config))
     merged["Pxflow"] = deep_merge(PXFLOW_DEFAULTS, merged.get("Pxflow") or {})
     return merged
 
@@ -125,7 +127,40 @@ def _model_ref(model: Any) -> dict[str, Any]:
     return {"model_name": text, "model_dir": None}
 
 
-def from_paddlex_beta_layout(config: dict[str, Any], source: str | None = None) -> dict[str, Any]:
+def _source_name(pipeline: str | None, config: Any) -> str | None:
+    """The YAML file a ``Pipeline:`` section most likely came from, for error messages."""
+    if isinstance(config, (str, os.PathLike)):
+        return os.fspath(config)
+    return pipeline if pipeline and pipeline.endswith((".yaml", ".yml")) else None
+
+
+def merge_pipeline_section(config: dict[str, Any], source: str | None = None) -> dict[str, Any]:
+    """Fold a ``Pipeline:`` section left in a ``SubModules`` config into that config.
+
+    PaddleX's documents (§4.2) tell users to add ``Pipeline: {model: DIR, device: cpu,
+    batch_size: 1}`` to the YAML that ``--get_pipeline_config`` hands out. Left alone it was
+    ignored and the run then tried to download the default model, so the section is read
+    as the 3.0-beta layout reads it (same keys, same ``model`` = name-or-directory rule) and
+    merged over the file's own values; a pipeline without such a layout fails naming it.
+    """
+    where = f"{source}: " if source else ""
+    section = config.get("Pipeline")
+    if not isinstance(section, dict):
+        raise ValueError(f"{where}the `Pipeline:` section must be a mapping (model, device, batch_size), got {section!r}")
+    name = config["pipeline_name"]
+    rest = {k: v for k, v in config.items() if k != "Pipeline"}
+    if name not in BETA_SINGLE_MODEL and name != "PP-ShiTuV2":
+        raise ValueError(
+            f"{where}a `Pipeline:` section ({', '.join(sorted(section)) or 'empty'}) cannot be applied to pipeline "
+            f"{name!r} (it applies to {sorted([*BETA_SINGLE_MODEL, 'PP-ShiTuV2'])}); "
+            "set SubModules.<X>.model_dir / batch_size and the top-level device instead"
+        )
+    converted = from_paddlex_beta_layout({"Global": {"pipeline_name": name}, "Pipeline": section}, source, with_defaults=False)
+    converted.pop("pipeline_name")
+    return deep_merge(rest, converted)
+
+
+def from_paddlex_beta_layout(config: dict[str, Any], source: str | None = None, with_defaults: bool = True) -> dict[str, Any]:
     """Convert PaddleX 3.0-beta's ``Global`` + ``Pipeline`` layout into our ``SubModules`` layout.
 
     - object_detection / small_object_detection / instance_segmentation:
@@ -137,7 +172,8 @@ def from_paddlex_beta_layout(config: dict[str, Any], source: str | None = None) 
     The built-in YAML of the pipeline supplies every key the beta layout lacks (``module_name``,
     thresholds, the ``Pxflow`` section). ``Global.input`` and the ``NOTE`` section are dropped;
     ``pp_option`` / ``use_hpip`` / ``hpi_params`` are dropped with a warning. Any other key is an
-    error naming it. open_vocabulary_segmentation had no beta layout.
+    error naming it. open_vocabulary_segmentation had no beta layout. ``with_defaults=False``
+    leaves the built-in YAML out (:func:`merge_pipeline_section` merges into a full config).
     """
     where = f"{source}: " if source else ""
     name = config["Global"].get("pipeline_name")
@@ -188,6 +224,8 @@ def from_paddlex_beta_layout(config: dict[str, Any], source: str | None = None) 
     for key, value in config.items():  # keep our own sections (Pxflow ...) if a beta file carries them
         if key not in ("Global", "Pipeline", "NOTE"):
             out[key] = value
+    if not with_defaults:
+        return out
     try:
         defaults = read_builtin(name)
     except ValueError:

@@ -171,3 +171,27 @@ def test_top_level_help_lists_the_pipelines():
     assert proc.returncode == 0
     for name in ("object_detection", "instance_segmentation", "PP-ShiTuV2", "open_vocabulary_segmentation"):
         assert f"  {name}\n" in proc.stdout + "\n", proc.stdout
+
+
+def test_model_means_model_dir_in_every_subcommand_that_has_it(capsys):
+    """PaddleX's prose says ``--model DIR``; argparse found it ambiguous (``--model-dir`` or ``--model_dir``)."""
+    from pxflow.flows.cli.annotate import build_parser as annotate_parser
+    from pxflow.flows.cli.predict import build_parser as predict_parser
+    from pxflow.flows.cli.serve import build_parser as serve_parser
+
+    parsers = {"pxflow": predict_parser(), "annotate": annotate_parser("annotate"), "backfill": annotate_parser("backfill"),
+               "serve": serve_parser()}
+    for name, parser in parsers.items():
+        assert parser._option_string_actions["--model"] is parser._option_string_actions["--model-dir"], name
+    assert parsers["pxflow"].parse_args(["--model", "/models/m"]).model_dir == "/models/m"
+    assert parsers["serve"].parse_args(["--pipeline", "object_detection", "--model", "/models/m"]).model_dir == "/models/m"
+    assert parsers["annotate"].parse_args(["--input", "i", "--output", "o", "--model", "/models/m"]).model_dir == "/models/m"
+    with pytest.raises(SystemExit) as exit_:  # an abbreviation that could mean two flags is refused, naming them
+        parsers["serve"].parse_args(["--mod", "/models/m"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "ambiguous option: --mod could match" in err
+    assert "could match --model-dir, --model_dir, --model " in err
+    from pxflow.flows.cli.index import build_parser as index_parser
+
+    build = index_parser()._subparsers._group_actions[0].choices["build"]
+    assert "--model" not in build._option_string_actions and "--rec-model-dir" in build._option_string_actions

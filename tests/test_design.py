@@ -72,6 +72,30 @@ def _toy(tmp_path: Path):
     return toy, model, images
 
 
+def test_every_predictor_turns_a_batch_into_results_with_infer():
+    """The predictor contract: one abstract method, ``infer(batch)``, the same name for every model type."""
+    from pxflow.pipelines.predictors import Predictor
+    from pxflow.pipelines.predictors.registry import PREDICTORS, predictor_class
+    from tests.support.toy_classifier.predictor import ClassificationPredictor
+
+    assert Predictor.__abstractmethods__ == {"from_submodule", "infer"}
+    classes = {predictor_class(module) for module in PREDICTORS} | {ClassificationPredictor}
+    assert {c.__name__ for c in classes} >= {"DetectionPredictor", "InstanceSegPredictor", "FeaturePredictor", "SamPredictor",
+                                             "ClassificationPredictor"}
+    for cls in classes:
+        assert not cls.__abstractmethods__ and cls.infer is not Predictor.infer, cls
+
+    class Forgetful(Predictor):
+        module_names = ("forgetful",)
+
+        @classmethod
+        def from_submodule(cls, sub, settings, device):
+            return cls()
+
+    with pytest.raises(TypeError, match="infer"):  # fails when built, not when a pipeline calls it
+        Forgetful.from_submodule({}, None, "cpu")
+
+
 def test_a_toy_pipeline_registered_outside_pxflow_is_annotated(prefect_server, tmp_path):
     """A whole-image classifier with neither boxes nor masks: its own folder is all it takes."""
     from pxflow.flows.annotate import annotate

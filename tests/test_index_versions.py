@@ -112,9 +112,10 @@ def check_version_files(storage: Storage, root: str, name: str, version: str) ->
     vdir = join_uri(root, name, version)
     manifest = json.loads(storage.read_bytes(join_uri(vdir, "manifest.json")))
     assert manifest["version"] == version and manifest["name"] == name
-    for fname in ("vector.index", "id_map.yaml", "pxflow_index.json"):
+    for fname in ("vector.index", "id_map.yaml", "index_info.yaml", "pxflow_index.json"):
         assert manifest["files"][fname] == sha256(storage.read_bytes(join_uri(vdir, fname)))
     info = yaml.safe_load(storage.read_bytes(join_uri(vdir, "id_map.yaml")))
+    assert yaml.safe_load(storage.read_bytes(join_uri(vdir, "index_info.yaml"))) == info  # the documents' name, same labels
     index = faiss.deserialize_index(np.frombuffer(storage.read_bytes(join_uri(vdir, "vector.index")), np.uint8))
     assert manifest["ntotal"] == index.ntotal
     assert manifest["live"] == len(info["id_map"])
@@ -248,6 +249,18 @@ def _base(root: str, name: str, n: int = 20, dim: int = 32) -> IndexRepo:
     entries = [{"uri": f"base/{i}.jpg", "etag": "e"} for i in range(n)]
     repo.build(_unit_rows(n, dim, 0), [f"c{i % 4}" for i in range(n)], entries, "Flat", "IP")
     return repo
+
+
+def test_a_torn_index_info_yaml_fails_validation(tmp_path):
+    """index_info.yaml is not what IndexData.load reads (id_map.yaml wins), so validation checks it by its checksum."""
+    from pxflow.pipelines.retrieval.versions import ValidationError, validate_version
+
+    repo = _base(str(tmp_path), "torn")
+    version = repo.current_version()
+    assert validate_version(repo, version)
+    (tmp_path / "torn" / version / "index_info.yaml").write_text("id_map: {}\nindex_type: Flat\nmetric_type: IP\n")
+    with pytest.raises(ValidationError, match=r"index_info.yaml: checksum differs from manifest.json"):
+        validate_version(repo, version)
 
 
 def test_ten_concurrent_writers_lose_no_update(where):

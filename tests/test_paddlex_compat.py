@@ -236,6 +236,46 @@ def test_beta_layout_model_names_shitu_and_errors(tmp_path):
         load_config(_beta_yaml(tmp_path, "open_vocabulary_segmentation", model="SAM-H_box"))
 
 
+def _handed_out_yaml(tmp_path: Path, name: str, pipeline_section: str) -> str:
+    """The YAML ``--get_pipeline_config NAME`` writes, with the documents' §4.2 edit appended to it."""
+    assert cli_main(["--get_pipeline_config", name, "--save_path", str(tmp_path)]) == 0
+    path = tmp_path / f"{name}.yaml"
+    assert "pipeline_name:" in path.read_text(encoding="utf-8") and "SubModules:" in path.read_text(encoding="utf-8")
+    with path.open("a", encoding="utf-8") as f:
+        f.write("\n" + pipeline_section)
+    return str(path)
+
+
+def test_pipeline_section_added_to_the_handed_out_yaml_is_merged(tmp_path):
+    """§4.2 of the documents: ``Pipeline: {model: DIR, device: cpu, batch_size: 1}`` in the SubModules layout.
+
+    Ignored before, the run then tried to download PicoDet-S (the YAML's model_name)."""
+    require_shared()
+    path = _handed_out_yaml(tmp_path, "object_detection", f"Pipeline:\n  model: {PICODET_ONNX}\n  device: cpu\n  batch_size: 2\n")
+    pipe = create_pipeline(path)
+    sub = pipe.config["SubModules"]["ObjectDetection"]
+    assert (sub["model_dir"], sub["model_name"], sub["batch_size"]) == (str(PICODET_ONNX), None, 2)
+    assert sub["module_name"] == "object_detection" and sub["threshold"] is None  # the file's other keys stay
+    assert pipe.device == "cpu" and "Pipeline" not in pipe.config
+    (res,) = list(pipe.predict(_image()))
+    assert res["boxes"] and pipe.model.model_name == "PicoDet-XS"  # the directory's own model ran, nothing was downloaded
+
+    named = load_config(_handed_out_yaml(tmp_path / "n", "object_detection", "Pipeline:\n  model: PicoDet-L\n"))
+    assert (named["SubModules"]["ObjectDetection"]["model_name"], named["SubModules"]["ObjectDetection"]["model_dir"]) == ("PicoDet-L", None)
+    shitu = load_config(_handed_out_yaml(tmp_path / "s", "PP-ShiTuV2", "Pipeline:\n  rec_model: /models/rec\n  rec_batch_size: 4\n"))
+    assert (shitu["SubModules"]["Recognition"]["model_dir"], shitu["SubModules"]["Recognition"]["batch_size"]) == ("/models/rec", 4)
+    assert shitu["SubModules"]["Detection"]["model_name"] == "PP-ShiTuV2_det"  # untouched
+
+
+def test_pipeline_section_that_cannot_apply_fails_naming_it(tmp_path):
+    sam = _handed_out_yaml(tmp_path, "open_vocabulary_segmentation", "Pipeline:\n  model: /models/sam\n  device: cpu\n")
+    with pytest.raises(ValueError, match=r"open_vocabulary_segmentation.yaml: a `Pipeline:` section \(device, model\) cannot be applied"):
+        create_pipeline(sam)
+    typo = _handed_out_yaml(tmp_path / "t", "object_detection", "Pipeline:\n  modle: /models/x\n")
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['modle'\] in the PaddleX Pipeline section"):
+        create_pipeline(typo)
+
+
 # ---------------------------------------------------------------- 3. index folders of other PaddleX versions
 
 
@@ -258,6 +298,29 @@ def test_index_info_yaml_folder_loads(tmp_path):
     assert index.id_map == id_map and index.index_type == "Flat" and index.metric_type == "IP"
     (hit,) = index.query(vectors[2:3], topk=1, threshold=0.5)
     assert hit[0] == ["water"]
+
+
+def test_paddlex_folder_with_a_pickle_and_index_info_yaml_loads_without_the_pickle(tmp_path):
+    """vector.index + id_map.pkl + index_info.yaml, no side file of ours: the YAML labels it, the pickle is never read."""
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(40, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    labels = [f"drink_{i % 5}" for i in range(40)]
+    # as PaddleX's builder makes it: index_factory(dim, "HNSW32", IP) inside an IndexIDMap2, ids 0..N-1
+    index = faiss.IndexIDMap2(faiss.index_factory(16, "HNSW32", faiss.METRIC_INNER_PRODUCT))
+    index.add_with_ids(vectors, np.arange(40, dtype=np.int64))
+    d = tmp_path / "paddlex_index"
+    d.mkdir()
+    faiss.write_index(index, str(d / "vector.index"))
+    # PaddleX's YAMLWriter: yaml.dump(index_info, default_flow_style=False, allow_unicode=True)
+    info = {"index_type": "HNSW32", "metric_type": "IP", "id_map": dict(enumerate(labels))}
+    (d / "index_info.yaml").write_text(yaml.dump(info, default_flow_style=False, allow_unicode=True), encoding="utf-8")
+    (d / "id_map.pkl").write_bytes(b"\x80\x04 not a pickle: loading it would fail")
+    loaded = IndexData.load(str(d))
+    assert loaded.id_map == dict(enumerate(labels)) and (loaded.index_type, loaded.metric_type) == ("HNSW32", "IP")
+    assert loaded.meta.ef_search  # no side file: search parameters derived from the index itself
+    hits = loaded.query(vectors[[3, 17, 39]], topk=1, threshold=0.9)
+    assert [h[0] for h in hits] == [["drink_3"], ["drink_2"], ["drink_4"]]
 
 
 def test_beta2_id_map_without_index_type_loads(tmp_path):

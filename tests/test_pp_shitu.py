@@ -160,7 +160,7 @@ def test_index_cli_build_append_remove_and_predict(shitu_models, gallery, tmp_pa
     common = ["--pipeline", str(config)]
     assert pxflow(["index", "build", *common, "--gallery", str(folder / "labels.txt"), "--out", idx, "--index_type", "IVF"]) == 1
     assert "missing.png: not_found" in capsys.readouterr().err  # skipped and reported, not fatal
-    assert sorted(os.listdir(idx)) == ["id_map.yaml", "pxflow_index.json", "vector.index"]
+    assert sorted(os.listdir(idx)) == ["id_map.yaml", "index_info.yaml", "pxflow_index.json", "vector.index"]
     assert pxflow(["index", "append", *common, "--gallery", str(folder / "more.txt"), "--index", idx]) == 0
     assert IndexData.load(idx).id_map == {0: "red", 1: "blue", 2: "green", 3: "texture one", 4: "texture two"}
     assert pxflow(["index", "remove", "--index", idx, "--label", "blue", "--ids", "4"]) == 0

@@ -196,10 +196,13 @@ def test_saved_files_read_the_paddlex_way(tmp_path, index_type):
     x, labels = clustered(600)
     data = build_index(x, labels, index_type, "IP", model={"name": "m", "sha256": "0" * 64})
     data.save(str(tmp_path))
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([VECTOR_FILE, ID_MAP_FILE, META_FILE])
-    # what PaddleX's IndexData.load does: yaml + faiss.read_index, ntotal == len(id_map)
-    info = yaml.safe_load((tmp_path / ID_MAP_FILE).read_text(encoding="utf-8"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([VECTOR_FILE, ID_MAP_FILE, "index_info.yaml", META_FILE])
+    # what PaddleX 3.7.2's IndexData.load does: yaml (FullLoader) + faiss.read_index, ntotal == len(id_map);
+    # index_info.yaml, the name PaddleX's documents give the file, holds the same mapping
+    info = yaml.load((tmp_path / ID_MAP_FILE).read_text(encoding="utf-8"), Loader=yaml.FullLoader)
+    assert yaml.load((tmp_path / "index_info.yaml").read_text(encoding="utf-8"), Loader=yaml.FullLoader) == info
     assert set(info) == {"id_map", "index_type", "metric_type"} and info["index_type"] == index_type
+    assert info["metric_type"] == "IP" and all(type(k) is int and type(v) is str for k, v in info["id_map"].items())
     plain = faiss.read_index(str(tmp_path / VECTOR_FILE))
     assert isinstance(faiss.downcast_index(plain), faiss.IndexIDMap2) and plain.ntotal == len(info["id_map"])
     _, ids = plain.search(x[:20], 1)  # plain faiss (PaddleX) search uses the tuned parameters stored in the index

@@ -122,11 +122,16 @@ def test_encoder_gets_the_image_preprocessed_as_the_config_says(standard_sam, se
 
 
 # -- graphs pxflow cannot drive -----------------------------------------------------------------
-def test_a_decoder_with_unexpected_inputs_fails_when_the_model_loads(standard_sam):
+def test_a_decoder_with_unexpected_inputs_fails_when_the_pipeline_is_created(standard_sam, monkeypatch):
     bad = standard_sam["unexpected"]
-    pipe = create_pipeline("open_vocabulary_segmentation", config=sam_config(bad))  # models load on first use
+    loaded = []
+    from pxflow.pipelines.models import backends
+
+    real_create = backends.create_backend
+    monkeypatch.setattr("pxflow.pipelines.predictors.sam.create_backend", lambda *a, **k: loaded.append(a) or real_create(*a, **k))
     with pytest.raises(ModelDirError) as err:
-        next(pipe.predict("/nonexistent/never-read.jpg", prompt=[[1, 1, 20, 20]]))  # before any input is read
+        create_pipeline("open_vocabulary_segmentation", config=sam_config(bad))
+    assert loaded == []  # read from the graph files: no session was created, no weights loaded
     message = str(err.value)
     assert message.startswith(os.path.join(bad, "decoder") + ": cannot drive this SAM decoder")
     assert "['image_embeddings', 'point_coords', 'point_labels']" in message
@@ -136,8 +141,47 @@ def test_a_decoder_with_unexpected_inputs_fails_when_the_model_loads(standard_sa
     # a standard decoder given as a single-graph (PaddleX) directory: named, with what that layout needs
     whole = os.path.join(standard_sam["standard"], "decoder")
     with pytest.raises(ModelDirError, match=r"cannot drive this SAM graph: its inputs are .*PaddleX's SAM-H layout") as err:
-        preflight(sam_config(whole), {"prompt_type": "point", "prompt": [[1, 1]]})
+        create_pipeline("open_vocabulary_segmentation", config=sam_config(whole))
     assert str(err.value).startswith(whole)
+    # only the configured prompt types are checked: a bad point model fails a box-and-point config too
+    mixed = sam_config(standard_sam["standard"])
+    mixed["SubModules"]["PointPromptSegmentation"]["model_dir"] = bad
+    with pytest.raises(ModelDirError, match="cannot drive this SAM decoder"):
+        create_pipeline("open_vocabulary_segmentation", config=mixed)
+    del mixed["SubModules"]["PointPromptSegmentation"]
+    assert create_pipeline("open_vocabulary_segmentation", config=mixed) and loaded == []  # good graphs: still lazy
+
+
+def test_graph_io_reads_the_names_a_loaded_session_reports(standard_sam):
+    from pxflow.pipelines.models import create_backend, load_model_spec
+    from pxflow.pipelines.models.graph_io import graph_io
+    from tests.conftest import PICODET_PADDLE, require_shared
+
+    dirs = [os.path.join(standard_sam[kind], part) for kind in ("standard", "unexpected") for part in ("encoder", "decoder")]
+    require_shared()
+    for directory, backend in [*((d, "onnxruntime") for d in dirs), (str(PICODET_PADDLE), "paddle")]:
+        spec = load_model_spec(directory)
+        io, session = graph_io(spec, backend), create_backend(spec, backend)
+        assert (io.input_names, io.output_names) == (session.input_names, session.output_names), directory
+    assert graph_io(load_model_spec(dirs[1])).input_names == list(B.STANDARD_DECODER_INPUTS)
+
+
+def test_a_model_dir_names_itself_not_the_yaml_default(standard_sam, tmp_path):
+    """The built-in YAML says SAM-H_box; the directory that runs is the name results and run keys record."""
+    from pxflow.pipelines.open_vocabulary_segmentation.pipeline import OpenVocabularySegmentationPipeline
+    from pxflow.pipelines.config import load_config
+
+    named = tmp_path / "MobileSAM-export"
+    named.mkdir()
+    for part in ("encoder", "decoder"):
+        os.symlink(os.path.join(standard_sam["standard"], part), named / part)
+    (named / "inference.yml").write_text(yaml.safe_dump({"Global": {"model_name": "MobileSAM"}, "Processor": B.PROCESSOR}))
+    for directory, expected in ((standard_sam["standard"], "standard"), (str(named), "MobileSAM")):
+        config = load_config("open_vocabulary_segmentation", {"SubModules": {"BoxPromptSegmentation": {"model_dir": directory}}})
+        assert config["SubModules"]["BoxPromptSegmentation"]["model_name"] == "SAM-H_box"  # the YAML's default stays
+        pipe = create_pipeline("open_vocabulary_segmentation", config=config)
+        assert pipe.models["box"].get().model_name == expected
+        assert OpenVocabularySegmentationPipeline.identity(config).model_name == expected
 
 
 def test_systematic_failure_is_only_the_same_model_error_on_every_input():
@@ -215,6 +259,10 @@ def test_serve_segments_with_the_standard_interface(tmp_path, standard_sam, seg_
         (m,) = result["masks"]
         assert m["size"] == [120, 200]
         assert iou(decode_rle({"size": m["size"], "counts": m["rleResult"]}), box_mask(box, 120, 200)) > 0.97
+        import pycocotools.mask
+
+        served = pycocotools.mask.decode(m)  # the document's call, on the mask as served
+        assert served.shape == (120, 200) and iou(served.astype(bool), box_mask(box, 120, 200)) > 0.97
         result = ok_result(srv.post("/open-vocabulary-segmentation", {"image": b64(seg_images["a"]), "promptType": "point", "prompt": [[50, 60]]}))
         (m,) = result["masks"]
         assert iou(decode_rle({"size": m["size"], "counts": m["rleResult"]}), disc(120, 200, 50, 60)) > 0.95

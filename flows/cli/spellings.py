@@ -5,6 +5,11 @@ Subcommands were written at different times (``index build --index_type`` but ``
 runs over a finished parser (and its sub-parsers) once: every ``--long_flag`` gains
 ``--long-flag`` and the other way round, help shows the kebab one first, and a mistyped
 sub-command, choice or flag gets a "did you mean" in argparse's error line.
+
+Two spellings made argparse's prefix matching ambiguous where the documents' prose is not:
+``--model DIR`` matched both ``--model-dir`` and ``--model_dir`` and failed. :data:`ALIASES`
+adds such words as exact aliases; any other abbreviation still resolves only when it names
+one flag, and an ambiguous one is refused naming the flags it could mean.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from typing import Iterable
 
 _INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)' \(choose from (.*)\)")
 _UNRECOGNIZED = re.compile(r"unrecognized arguments: (.*)")
+#: flag -> the other words that mean it (``--model``: PaddleX's prose for the model directory)
+ALIASES: dict[str, tuple[str, ...]] = {"--model-dir": ("--model",)}
 
 
 def suggestion(word: str, known: Iterable[str]) -> str:
@@ -69,7 +76,7 @@ def both_spellings(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                 both_spellings(sub)
             continue
         for option in list(action.option_strings):
-            for alt in _alternatives(option):
+            for alt in (*_alternatives(option), *ALIASES.get(option, ())):
                 if alt not in parser._option_string_actions:
                     action.option_strings.append(alt)
                     parser._option_string_actions[alt] = action

@@ -18,16 +18,16 @@ class LoadedModel:
     backend: Backend
 
 
-def reported_model_name(spec: ModelSpec, model_name: str | None, model_dir: str | None) -> str:
+def reported_model_name(own_name: str, model_name: str | None, model_dir: str | None) -> str:
     """The name results, rows and index lineage record for a model.
 
-    A given ``model_dir`` is what runs, so it names itself (its ``inference.yml``'s
-    ``Global.model_name``, else its folder name): a pipeline YAML keeps its default
+    A given ``model_dir`` is what runs, so it names itself (``own_name``: its ``inference.yml``'s
+    ``Global.model_name``, else its folder name, :attr:`ModelSpec.model_name`): a pipeline YAML keeps its default
     ``model_name`` (``PP-ShiTuV2_rec``) when only ``model_dir`` is overridden, and that
     default would then describe weights that never ran. Without a directory the name
     is the one asked for (the official model of that name was resolved).
     """
-    return spec.model_name if model_dir else str(model_name or spec.model_name)
+    return own_name if model_dir else str(model_name or own_name)
 
 
 def open_model(
@@ -41,6 +41,6 @@ def open_model(
     spec = load_model_spec(resolve_model_dir(model_name, model_dir))
     return LoadedModel(
         spec=spec,
-        model_name=reported_model_name(spec, model_name, model_dir),
+        model_name=reported_model_name(spec.model_name, model_name, model_dir),
         backend=create_backend(spec, backend=backend, device=device, threads=cpu_threads),
     )

@@ -29,7 +29,7 @@ from ..io.errors import InputError
 from ..io.inputs import InputItem
 from ..ops.preprocess import Sample
 from ..predictors import LazyPredictor, ModelIdentity, PipelineIdentity, create_predictor
-from ..predictors.registry import section_identity
+from ..predictors.registry import check_section, section_identity
 from ..predictors.sam import SamPredictor
 from ..results import BaseResult
 from .prompts import PROMPT_TYPES, outside_image, parse_prompts
@@ -72,6 +72,7 @@ class OpenVocabularySegmentationPipeline(BasePipeline):
         self.models: dict[str, LazyPredictor[SamPredictor]] = {}
         for kind, (key, module) in SUBMODULES.items():
             if subs.get(key):
+                check_section(subs[key], self.settings, self.device, module)  # a graph it cannot drive fails now
                 self.models[kind] = LazyPredictor(
                     lambda s=subs[key], m=module: create_predictor(s, self.settings, self.device, m)
                 )
@@ -191,7 +192,8 @@ class OpenVocabularySegmentationPipeline(BasePipeline):
     def run_batch(self, batch: Sequence[Prepared], prompt_type: str = "box", **kwargs: Any) -> list[BaseResult]:
         model = self.models[prompt_type].get()
         chained = iter(self._detected_prompts([p for p in batch if p.payload.prompts is None]) if self.detector else [])
-        results: list[BaseResult] = []
+        results: list[BaseResult | None] = []
+        todo: list[tuple[int, Prepared, np.ndarray, Any]] = []
         for p in batch:
             if p.payload.prompts is not None:
                 prompts, sources = p.payload.prompts, None
@@ -202,9 +204,12 @@ class OpenVocabularySegmentationPipeline(BasePipeline):
                     results.append(item)
                     continue
                 prompts, sources = item
-            masks = model.segment(p.payload.sample, prompts)
-            results.append(self._result(p, prompt_type, prompts, masks, sources))
-        return results
+            todo.append((len(results), p, prompts, sources))
+            results.append(None)
+        masks = model.infer([(p.payload.sample, prompts) for _, p, prompts, _ in todo])
+        for (at, p, prompts, sources), image_masks in zip(todo, masks):
+            results[at] = self._result(p, prompt_type, prompts, image_masks, sources)
+        return results  # type: ignore[return-value]  (every None was filled above)
 
     @staticmethod
     def _result(p: Prepared, prompt_type: str, prompts: np.ndarray, masks: np.ndarray, sources) -> SamSegResult:

@@ -123,7 +123,8 @@ class ShiTuV2Pipeline(BasePipeline):
     def feature_dim(self) -> int:
         """The recognition model's output size (probed once on a blank image)."""
         if self._feature_dim is None:
-            self._feature_dim = int(self.rec_model.embed([np.full((32, 32, 3), 127, np.uint8)]).shape[1])
+            blank = self.rec_model.preprocess(np.full((32, 32, 3), 127, np.uint8))
+            self._feature_dim = int(self.rec_model.infer([blank]).shape[1])
         return self._feature_dim
 
     def warm_up(self, batch: int) -> None:
@@ -154,7 +155,7 @@ class ShiTuV2Pipeline(BasePipeline):
                 boxes = [{"cls_id": 0, "label": "full_img", "score": 0, "coordinate": [0, 0, w, h]}]
             per_image.append(boxes)
             crops.extend(crop_box(p.image, b["coordinate"]) for b in boxes)
-        features = self.rec_model.embed(crops)
+        features = self.rec_model.infer([self.rec_model.preprocess(c) for c in crops])
         hits = iter(index.query(features, rec_topk, rec_threshold))
         results = []
         for p, boxes in zip(batch, per_image):

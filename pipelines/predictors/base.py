@@ -65,7 +65,14 @@ def model_source(sub: Mapping[str, Any]) -> tuple[str | None, str | None]:
 
 
 class Predictor(ABC):
-    """Subclasses set :attr:`module_names` and implement :meth:`from_submodule`."""
+    """Subclasses set :attr:`module_names` and implement :meth:`from_submodule` and :meth:`infer`.
+
+    The contract pipelines rely on: ``preprocess`` one input (any thread), then :meth:`infer`
+    a batch of preprocessed inputs, one call per batch, whatever the model type. One name
+    for that call means a pipeline (or a plug-in's) composes any predictor the same way, and
+    a predictor that forgets it fails when instantiated, not when a pipeline calls a name it
+    lacks. What follows ``infer`` (thresholds, masks onto the frame) is the predictor's own.
+    """
 
     #: PaddleX ``module_name`` values this predictor serves (the registry key)
     module_names: tuple[str, ...] = ()
@@ -74,6 +81,23 @@ class Predictor(ABC):
     @abstractmethod
     def from_submodule(cls, sub: Mapping[str, Any], settings: PxflowSettings, device: str) -> "Predictor":
         """Build from a PaddleX ``SubModules.<X>`` section and the ``Pxflow`` settings."""
+
+    @abstractmethod
+    def infer(self, batch: Sequence[Any]) -> Sequence[Any]:
+        """The model's raw answer for each element of ``batch``, in order (``len(out) == len(batch)``).
+
+        ``batch`` holds what ``preprocess`` made (SAM: ``(sample, prompts)`` pairs, as its prompts
+        are per image); the predictor splits it to the model's and the graph's batch limits.
+        """
+
+    @classmethod
+    def check(cls, sub: Mapping[str, Any], settings: PxflowSettings, device: str) -> None:
+        """Refuse, when the pipeline is created, a model this predictor could never drive.
+
+        For predictors whose models load lazily (SAM: one of two models is used per run):
+        cheap checks only, loading no weights; ``ModelDirError`` naming the directory. Models
+        that load at creation are checked by loading them, so the default checks nothing.
+        """
 
     @classmethod
     def identity(cls, sub: Mapping[str, Any], role: str) -> ModelIdentity:
@@ -84,7 +108,7 @@ class Predictor(ABC):
         """
         name, directory = model_source(sub)
         spec = load_model_spec(resolve_model_dir(name, directory))
-        return ModelIdentity(role, reported_model_name(spec, name, directory), spec.sha256())
+        return ModelIdentity(role, reported_model_name(spec.model_name, name, directory), spec.sha256())
 
 
 P = TypeVar("P", bound=Predictor)

@@ -59,3 +59,9 @@ def section_identity(sub: Mapping[str, Any], role: str, default_module: str):
     """:meth:`Predictor.identity` of a section, through the class that would serve it."""
     module = str(sub.get("module_name") or default_module)
     return predictor_class(module).identity({**sub, "module_name": module}, role)
+
+
+def check_section(sub: Mapping[str, Any], settings: PxflowSettings, device: str, default_module: str) -> None:
+    """:meth:`Predictor.check` of a section, through the class that would serve it (loads nothing)."""
+    module = str(sub.get("module_name") or default_module)
+    predictor_class(module).check({**sub, "module_name": module}, settings, device)

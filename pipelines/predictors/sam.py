@@ -24,8 +24,9 @@ The decoder returns masks on the original frame, so they are only thresholded.
 In both two-graph layouts the embedding is computed once per image and every prompt
 of that image reuses it, which is what makes many prompts cheap: the ViT encoder is
 nearly all of SAM's cost. A graph that fits none of the layouts is a
-:class:`ModelDirError` naming the directory and what was expected, raised when the
-model loads (preflight, or ``predict`` before any input is read), never once per image.
+:class:`ModelDirError` naming the directory, its inputs and what was expected, raised when
+the pipeline is created (:meth:`SamPredictor.check` reads the graphs' input names from their
+files, loading no weights; a legacy ``.pdmodel`` is checked when it loads), never once per image.
 
 Preprocessing follows SAM: RGB, long side to ``size``, normalise with the mean/std in
 0-255 (``Processor`` of the directory's ``inference.yml``, else the encoder's, else
@@ -38,15 +39,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import cv2
 import numpy as np
 import yaml
 
-from ..models import create_backend, load_model_spec, resolve_model_dir
-from ..models.backends import Backend
+from ..io.uri import parse_uri
+from ..models import create_backend, load_model_spec, reported_model_name, resolve_model_dir
+from ..models.graph_io import graph_io
 from ..models.model_dir import CONFIG_NAMES, ModelDirError
+from ..models.source import official_model_dir
 from ..ops.preprocess import NormalizeImage, Pad, Permute, Preprocessor, ResizeByLong, Sample
 from ..settings import PxflowSettings
 from .base import ModelIdentity, Predictor, model_source
@@ -72,6 +75,11 @@ def is_split_dir(model_dir: str) -> bool:
     return os.path.isdir(os.path.join(model_dir, "encoder")) and os.path.isdir(os.path.join(model_dir, "decoder"))
 
 
+def own_name(model_dir: str) -> str:
+    """The name a SAM directory gives itself: its ``Global.model_name`` (never its encoder's), else its folder name."""
+    return str((_read_config(model_dir).get("Global") or {}).get("model_name") or os.path.basename(os.path.normpath(model_dir)))
+
+
 #: the decoder inputs of the standard SAM ONNX export (segment-anything, MobileSAM, samexporter)
 STANDARD_DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size")
 #: the prompt input of PaddleX's graphs and pxflow's split decoder
@@ -83,11 +91,13 @@ _EXPECTED_DECODER = (
 )
 
 
-def sam_layout(model_dir: str, graphs: Mapping[str, Backend]) -> str:
+def sam_layout(model_dir: str, graphs: Mapping[str, Any]) -> str:
     """:data:`PADDLEX`, :data:`SPLIT` or :data:`STANDARD` from the graphs' input names; else ``ModelDirError``.
 
-    ``graphs`` is ``{"whole": ...}`` or ``{"encoder": ..., "decoder": ...}``. Checked when the
-    model loads so that a graph the predictor cannot feed fails the run once, up front.
+    ``graphs`` is ``{"whole": ...}`` or ``{"encoder": ..., "decoder": ...}``, each a loaded
+    :class:`~pipelines.models.backends.Backend` or a :class:`~pipelines.models.graph_io.GraphIO`
+    (both have ``input_names`` and ``output_names``). Checked when the pipeline is created and
+    again when the model loads, so that a graph the predictor cannot feed fails the run once, up front.
     """
     if "whole" in graphs:
         names = list(graphs["whole"].input_names)
@@ -157,7 +167,7 @@ class SamPredictor(Predictor):
             raise ModelDirError(f"model directory not found: {root}")
         self.model_dir = root
         self.config = _read_config(root)
-        self.model_name = model_name or str((self.config.get("Global") or {}).get("model_name") or os.path.basename(os.path.normpath(root)))
+        self.model_name = reported_model_name(own_name(root), model_name, model_dir)
         self.split = is_split_dir(root)
         make = lambda d: create_backend(load_model_spec(d), backend=backend, device=device, threads=cpu_threads)  # noqa: E731
         if self.split:
@@ -211,8 +221,32 @@ class SamPredictor(Predictor):
         digest = hashlib.sha256()
         for part in SPLIT_PARTS:
             digest.update(f"{part}={load_model_spec(os.path.join(root, part)).sha256()}\n".encode())
-        config_name = str((_read_config(root).get("Global") or {}).get("model_name") or os.path.basename(os.path.normpath(root)))
-        return ModelIdentity(role, config_name if directory else str(name), digest.hexdigest())
+        return ModelIdentity(role, reported_model_name(own_name(root), name, directory), digest.hexdigest())
+
+    @classmethod
+    def check(cls, sub: Mapping[str, Any], settings: PxflowSettings, device: str) -> None:
+        """Refuse, at pipeline creation, a directory whose graphs fit none of the three layouts.
+
+        Reads the graphs' input names from their files (:func:`graph_io`), loading no weights, so
+        the check costs nothing when the model is never used. Only a directory already on this
+        machine is checked: an ``s3://`` one, an official model not yet in the cache, or a
+        directory that does not exist is fetched (and checked, or reported) on first use, as a
+        box-only run must neither fetch nor require the point model.
+        """
+        name, directory = model_source(sub)
+        if directory:
+            parsed = parse_uri(directory)
+            if parsed.scheme != "file":
+                return
+            root = parsed.path
+        else:
+            root = official_model_dir(str(name))
+        if not os.path.isdir(root):
+            return
+        parts = {part: os.path.join(root, part) for part in SPLIT_PARTS} if is_split_dir(root) else {"whole": root}
+        graphs = {part: graph_io(load_model_spec(path), settings.backend, device) for part, path in parts.items()}
+        if all(g is not None for g in graphs.values()):
+            sam_layout(root, graphs)
 
     # -- stages -----------------------------------------------------------------------------
     def preprocess(self, image_bgr: np.ndarray) -> Sample:
@@ -270,6 +304,13 @@ class SamPredictor(Predictor):
             up = up[:new_h, :new_w]
             out[i] = cv2.resize(up, (sample.ori_w, sample.ori_h), interpolation=cv2.INTER_LINEAR) > 0
         return out
+
+    def infer(self, batch: Sequence[tuple[Sample, np.ndarray]]) -> list[np.ndarray]:
+        """Boolean ``[N_i, H_i, W_i]`` masks per ``(sample, original-pixel prompts)`` pair: the predictor contract.
+
+        Images are segmented one at a time (every prompt of an image reuses its one embedding).
+        """
+        return [self.segment(sample, prompts) for sample, prompts in batch]
 
     def segment(self, sample: Sample, prompts: np.ndarray) -> np.ndarray:
         """Boolean masks, one per prompt (original-pixel prompts in, original-frame masks out)."""

@@ -15,10 +15,11 @@ from .builder import (
     remove_index,
 )
 from .gallery import load_gallery, parse_gallery_lines
-from .index_data import ID_MAP_FILE, META_FILE, VECTOR_FILE, IndexData, IndexFormatError, IndexMeta
+from .index_data import ID_MAP_FILE, INDEX_INFO_FILE, META_FILE, VECTOR_FILE, IndexData, IndexFormatError, IndexMeta
 
 __all__ = [
     "ID_MAP_FILE",
+    "INDEX_INFO_FILE",
     "IVF_APPEND_WARN_SHARE",
     "IVF_MIN_VECTORS",
     "META_FILE",

@@ -5,12 +5,18 @@ On disk (a local directory or an ``s3://`` prefix; all I/O goes through
 
 - ``vector.index``: ``faiss.write_index`` bytes of an ``IndexIDMap2`` whose ids are int64;
 - ``id_map.yaml``: ``{id_map: {id: label}, index_type: Flat|IVF|HNSW32, metric_type: IP|L2}``;
+- ``index_info.yaml``: the same mapping, under the name PaddleX's pipeline documents give
+  the folder's label file ("``vector.index`` and ``index_info.yaml``");
 - ``pxflow_index.json``: what PaddleX does not keep (search parameters, dimension, the
   faiss structure, the feature model, HNSW tombstones, the next free id, checksums).
 
-The first two files are exactly PaddleX 3.7.2's ``IndexData`` format, so PaddleX loads our
-indexes and we load its (then the JSON is absent and is derived, search parameters
-included, from the index itself). Nothing is ever pickled.
+``vector.index`` + ``id_map.yaml`` are exactly what PaddleX 3.7.2's ``IndexData.save``
+writes (``paddlex/inference/pipelines/components/faisser.py``: ``yaml.dump`` of its
+``index_info`` property, ``{index_type, metric_type, id_map}`` with int ids and str labels)
+and what its ``IndexData.load`` reads, so PaddleX loads our indexes and we load its (then
+the JSON is absent and is derived, search parameters included, from the index itself).
+``index_info.yaml`` is written beside them for readers that follow the documents. Nothing is
+ever pickled.
 
 :meth:`IndexData.load` also reads the folders other PaddleX versions write or describe:
 3.0-beta2's ``id_map.yaml`` without ``index_type`` (derived from the faiss structure), and
@@ -45,8 +51,10 @@ from ..io.uri import join_uri
 
 VECTOR_FILE = "vector.index"
 ID_MAP_FILE = "id_map.yaml"
-#: other names of the label file, read when ``id_map.yaml`` is absent (PaddleX's docs call it index_info.yaml)
-ID_MAP_ALIASES = ("index_info.yaml",)
+#: the label file under the name PaddleX's pipeline documents give it; written beside id_map.yaml, same bytes
+INDEX_INFO_FILE = "index_info.yaml"
+#: other names of the label file, read when ``id_map.yaml`` is absent
+ID_MAP_ALIASES = (INDEX_INFO_FILE,)
 #: PaddleX 3.0-beta1 / PaddleClas label file: a pickle, never loaded
 PICKLE_ID_MAP_FILE = "id_map.pkl"
 META_FILE = "pxflow_index.json"
@@ -193,7 +201,7 @@ class IndexData:
 
     # -- storage -----------------------------------------------------------------------
     def save(self, save_dir: str, *, storage: Any = None) -> str:
-        """Write the three files under ``save_dir`` (local path or s3 prefix); returns it.
+        """Write the four files under ``save_dir`` (local path or s3 prefix); returns it.
 
         ``storage``: a :class:`~pipelines.io.storage.Storage` (default: the environment's).
         """
@@ -201,11 +209,12 @@ class IndexData:
         vector = self.index_bytes
         info = yaml.safe_dump(self.index_info, default_flow_style=False, allow_unicode=True, sort_keys=False).encode("utf-8")
         meta = IndexMeta.from_dict(asdict(self.meta))
-        meta.checksums = {VECTOR_FILE: _sha256(vector), ID_MAP_FILE: _sha256(info)}
+        meta.checksums = {VECTOR_FILE: _sha256(vector), ID_MAP_FILE: _sha256(info), INDEX_INFO_FILE: _sha256(info)}
         meta_bytes = json.dumps(asdict(meta), indent=1, ensure_ascii=False).encode("utf-8")
         storage.write_bytes(join_uri(save_dir, VECTOR_FILE), vector)
         storage.write_bytes(join_uri(save_dir, ID_MAP_FILE), info)
-        storage.write_bytes(join_uri(save_dir, META_FILE), meta_bytes)
+        storage.write_bytes(join_uri(save_dir, INDEX_INFO_FILE), info)
+        storage.write_bytes(join_uri(save_dir, META_FILE), meta_bytes)  # last: its checksums vouch for the others
         self.meta.checksums = meta.checksums
         #: SHA-256 of the three files as written (so a writer need not read them back to record them)
         self.file_checksums = {**meta.checksums, META_FILE: _sha256(meta_bytes)}
@@ -234,7 +243,7 @@ class IndexData:
                 meta = IndexMeta.from_dict(json.loads(storage.read_bytes(join_uri(index_dir, META_FILE))))
             except (ValueError, TypeError) as exc:
                 raise IndexFormatError(f"{index_dir}/{META_FILE}: invalid JSON: {exc}") from None
-            for name, data in ((VECTOR_FILE, vector), (ID_MAP_FILE, info_bytes)):
+            for name, data in ((VECTOR_FILE, vector), (info_name, info_bytes)):
                 expected = meta.checksums.get(name)
                 if expected and expected != _sha256(data):
                     raise IndexFormatError(

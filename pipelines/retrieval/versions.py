@@ -5,7 +5,7 @@ Layout::
     <root>/<name>/CURRENT            the published version's name ("v000003"), moved by compare-and-swap
     <root>/<name>/v000003/           immutable once published
         _claim.json                  written first, with If-None-Match: who allocated this number, when
-        vector.index, id_map.yaml, pxflow_index.json    PaddleX-compatible (IndexData.save)
+        vector.index, id_map.yaml, index_info.yaml, pxflow_index.json    PaddleX-compatible (IndexData.save)
         manifest.json                written last: structure, metric, dim, search params, model,
                                      ntotal, next_id, label counts, parent, file checksums, created_at,
                                      flow_run_id, operation + inputs, consumed gallery entries
@@ -64,7 +64,7 @@ from ..io.storage import PreconditionFailed, Storage, default_storage
 from ..io.stores.local import LocalStore
 from ..io.uri import is_remote, join_uri
 from .builder import append_index, build_index, remove_index
-from .index_data import ID_MAP_FILE, META_FILE, VECTOR_FILE, IndexData, IndexFormatError, stored_ids, stored_vectors
+from .index_data import ID_MAP_FILE, INDEX_INFO_FILE, META_FILE, VECTOR_FILE, IndexData, IndexFormatError, stored_ids, stored_vectors
 
 CURRENT_FILE = "CURRENT"
 MANIFEST_FILE = "manifest.json"
@@ -78,7 +78,7 @@ CONDEMNED_DIR = "_condemned"
 MANIFEST_FORMAT = 1
 VERSION_RE = re.compile(r"^v(\d{6})$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-INDEX_FILES = (VECTOR_FILE, ID_MAP_FILE, META_FILE)
+INDEX_FILES = (VECTOR_FILE, ID_MAP_FILE, INDEX_INFO_FILE, META_FILE)
 #: how many stored vectors validation searches for themselves
 VALIDATION_SAMPLE = 64
 #: a reader's pin lease (renewed every third of it while the reader runs, so a dead reader's pin lapses)
@@ -746,6 +746,9 @@ def validate_version(repo: IndexRepo, version: str, sample: int = VALIDATION_SAM
         for name in (VECTOR_FILE, ID_MAP_FILE):
             if recorded.get(name) != files[name]:
                 raise ValidationError(f"{where}/{name}: checksum differs from {MANIFEST_FILE}")
+        if INDEX_INFO_FILE in files:  # load reads id_map.yaml, so the documents' copy is checked here (older versions lack it)
+            if _sha256(repo.storage.read_bytes(join_uri(directory, INDEX_INFO_FILE))) != files[INDEX_INFO_FILE]:
+                raise ValidationError(f"{where}/{INDEX_INFO_FILE}: checksum differs from {MANIFEST_FILE}")
         data = IndexData.load(directory, storage=repo.storage)
     except ValidationError:
         raise

@@ -37,7 +37,7 @@ class ToyClassifierPipeline(SinglePredictorPipeline):
 
     def run_batch(self, batch: Sequence[Prepared], min_score: float = 0.0, **kwargs: Any) -> list[ClassResult]:
         results = []
-        for p, top in zip(batch, self.model.classify([p.payload for p in batch])):
+        for p, top in zip(batch, self.model.infer([p.payload for p in batch])):
             top = [t for t in top if t["score"] >= min_score]
             data = {
                 "input_path": p.item.uri,

@@ -31,7 +31,8 @@ class ClassificationPredictor(Predictor):
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         return self.preprocessor(image).img
 
-    def classify(self, tensors: Sequence[np.ndarray]) -> list[list[dict[str, Any]]]:
+    def infer(self, tensors: Sequence[np.ndarray]) -> list[list[dict[str, Any]]]:
+        """Top-k ``{class_id, label, score}`` per preprocessed image (the predictor contract)."""
         probs = self.backend.run({self.backend.input_names[0]: np.stack(tensors).astype(np.float32)})[0]
         out = []
         for row in probs:
