@@ -49,7 +49,8 @@ assert tuple(RECORD_TYPES) == RECORD_KEYS, "tasks.rows and pipelines.results.rec
 
 OBJECTS_SCHEMA = pa.schema(
     COMMON_FIELDS
-    + [pa.field("object_index", pa.int32(), nullable=False)]
+    # the page of a PDF input (null for images): a PDF's objects are keyed by (image_uri, page_index, object_index)
+    + [pa.field("page_index", pa.int32()), pa.field("object_index", pa.int32(), nullable=False)]
     + [pa.field(name, kind) for name, kind in RECORD_TYPES.items()]
 )
 
@@ -121,7 +122,8 @@ class RowBuilder:
             row["status"] = "ok"
             row["num_objects"] = len(records)
             for index, record in enumerate(records):
-                self.objects.append({**self.common, "image_uri": uri, "object_index": index, **record})
+                self.objects.append({**self.common, "image_uri": uri, "page_index": row["page_index"],
+                                     "object_index": index, **record})
         if result.image is not None:
             row["height"], row["width"] = int(result.image.shape[0]), int(result.image.shape[1])
         self.images.append(row)
