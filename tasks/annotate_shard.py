@@ -69,7 +69,7 @@ def run_shard(
     per_input = options or [None] * len(uris)
     items: list[InputItem] = []  # filled as predict() pulls them: a PDF is read in turn, not all up front
 
-    def expand():
+    def expand() -> Iterator[InputItem]:
         for uri, opts in zip(uris, per_input, strict=True):
             for item in _items(uri, storage, opts):
                 items.append(item)
