@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,7 +34,9 @@ COCO = SHARED / "data" / "coco_val_mini" / "images"
 
 
 def make_inputs(directory: Path, count: int) -> list[Path]:
-    """``count`` image paths (symlinks to the COCO files, repeated under new names)."""
+    """``count`` image files (the COCO files repeated under new names), each its own file: hard links, or copies
+    across filesystems. Not symlinks: ``annotate`` identifies an input by its real path, so N symlinks to 79
+    files would be 79 inputs (planned once each) while ``predict()`` reads all N."""
     sources = sorted(COCO.iterdir())
     directory.mkdir(parents=True, exist_ok=True)
     out = []
@@ -41,7 +44,10 @@ def make_inputs(directory: Path, count: int) -> list[Path]:
         src = sources[i % len(sources)]
         dst = directory / f"{i:06d}_{src.name}"
         if not dst.exists():
-            dst.symlink_to(src)
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copyfile(src, dst)
         out.append(dst)
     return out
 

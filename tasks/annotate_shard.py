@@ -9,15 +9,16 @@ concurrent duplicate never leaves a partial shard visible as done, and never dup
 
 Downloads, decoding and preprocessing run ahead of the model in the pipeline's own
 ``predict()`` loop (its loader threads); each ``InputItem`` records what its download saw
-(etag, size, timings) for the ``images`` rows.
+(etag, size, timings) for the ``images`` rows. A PDF input becomes its pages here, when it
+is read: one ``images`` row per page, all replaced together by the shard's commit.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
-from pxflow.pipelines.io.inputs import InputItem
+from pxflow.pipelines.io.inputs import InputEntry, InputItem, iter_inputs
 from pxflow.pipelines.io.uri import input_identity
 
 from .credentials import storage_for
@@ -66,12 +67,21 @@ def run_shard(
     started, started_at = time.perf_counter(), time.time()
     pipeline = get_pipeline(job.config, job.model_sha256)
     per_input = options or [None] * len(uris)
-    items = [_item(uri, storage, opts) for uri, opts in zip(uris, per_input, strict=True)]
+    items: list[InputItem] = []  # filled as predict() pulls them: a PDF is read in turn, not all up front
+
+    def expand() -> Iterator[InputItem]:
+        for uri, opts in zip(uris, per_input, strict=True):
+            for item in _items(uri, storage, opts):
+                items.append(item)
+                yield item
+
     builder = RowBuilder(job.run_key, job.pipeline, job.model_name, job.model_sha256, shard_id, job.flow_run_id,
                          result_class=pipeline.result_class)
-    results = pipeline.predict(items, storage=storage, **job.predict_kwargs)
-    for item, result in zip(items, results, strict=True):
-        builder.add(item.uri, result, item.meta)
+    results = pipeline.predict(expand(), storage=storage, **job.predict_kwargs)
+    for index, result in enumerate(results):  # predict() yields in input order, one result per item
+        builder.add(items[index].uri, result, items[index].meta)
+    if len(builder.images) != len(items):
+        raise RuntimeError(f"shard {shard_id}: {len(items)} inputs gave {len(builder.images)} results")
     failure = systematic_failure(builder.images)
     if failure is not None:
         raise ModelFailedError(
@@ -84,7 +94,8 @@ def run_shard(
     checkpoint("after_infer")
 
     objects, images = builder.tables()
-    versions = lake.commit_shard(job.run_key, shard_id, job.partition, [i.uri for i in items], objects, images)
+    # keyed by the shard's inputs (a PDF's identity once, covering all its pages, a page count that shrank included)
+    versions = lake.commit_shard(job.run_key, shard_id, job.partition, [input_identity(u) for u in uris], objects, images)
     checkpoint("after_images_commit")
     return {
         "shard_id": shard_id,
@@ -99,10 +110,12 @@ def run_shard(
     }
 
 
-def _item(uri: str, storage, options: dict[str, Any] | None) -> InputItem:
+def _items(uri: str, storage, options: dict[str, Any] | None) -> Iterator[InputItem]:
     """The input under its identity (planning already gave one; a direct caller may not have): the name its
-    rows hold, and readable as is, a file name that is not valid UTF-8 included."""
-    return InputItem(input_identity(uri), storage=storage, options=options)
+    rows hold, and readable as is, a file name that is not valid UTF-8 included. A PDF is one input of the
+    plan but one item per page (its page count is known only once it is read), so one row per page, all
+    under the PDF's identity with ``page_index`` set; an unreadable PDF is one error item."""
+    return iter_inputs(InputEntry(input_identity(uri), None, options or {}), storage)
 
 
 #: object-store answers that will not change on a retry (bad credentials, no permission, no bucket)

@@ -134,7 +134,8 @@ class Lake:
     def annotated(self, run_key: str, partition: str | None) -> dict[str, tuple[str | None, bool]]:
         """``image_uri -> (etag, retryable)`` of this run key's current ``images`` rows (planning).
 
-        Reads three columns of one partition: never the objects, never the pixels.
+        Reads three columns of one partition: never the objects, never the pixels. A PDF has one row per
+        page under one ``image_uri``: it is retryable when any of its pages is.
         """
         data = self.dataset("images")
         if data is None:
@@ -145,7 +146,10 @@ class Lake:
             condition = condition & (pc.field(part[0]) == part[1])
         rows = data.to_table(columns=["image_uri", "etag", "retryable"], filter=condition)
         uris, etags, retry = (rows.column(n).to_pylist() for n in ("image_uri", "etag", "retryable"))
-        return {u: (e, bool(r)) for u, e, r in zip(uris, etags, retry)}
+        out: dict[str, tuple[str | None, bool]] = {}
+        for u, e, r in zip(uris, etags, retry):
+            out[u] = (e, bool(r) or (u in out and out[u][1]))
+        return out
 
     def shard_committed(self, run_key: str, shard_id: str) -> bool:
         found = self.open("images")

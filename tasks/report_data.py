@@ -24,7 +24,7 @@ from pxflow.tasks.rows import IMAGES_SCHEMA, OBJECTS_SCHEMA
 IMAGE_COLUMNS = ["image_uri", "page_index", "etag", "status", "error_type", "error_message", "num_objects", "width",
                  "height", "download_ms", "decode_ms"]
 #: what drawing and counting need from ``objects``
-OBJECT_COLUMNS = ["image_uri", "object_index", "cls_id", "label", "score", "x1", "y1", "x2", "y2", "mask_counts",
+OBJECT_COLUMNS = ["image_uri", "page_index", "object_index", "cls_id", "label", "score", "x1", "y1", "x2", "y2", "mask_counts",
                   "mask_height", "mask_width"]
 
 
@@ -126,7 +126,8 @@ def _snapshot(lake: Lake, table: str, version: int | None, run: dict[str, Any], 
     data = lake.dataset(table, version)
     if data is None:
         return None
-    return data.to_table(columns=columns, filter=_key_filter(run, data.schema))
+    present = [c for c in columns if c in data.schema.names]  # a snapshot older than a column (objects.page_index)
+    return data.to_table(columns=present, filter=_key_filter(run, data.schema))
 
 
 def _empty(schema: pa.Schema, columns: list[str]) -> pa.Table:

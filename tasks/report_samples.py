@@ -114,9 +114,9 @@ def draw_samples(data: RunData, storage: Storage, picked: list[tuple[str, dict[s
     """Each picked input re-read and drawn with its rows; an input that cannot be read now says why."""
     uris = sorted({row["image_uri"] for _, row in picked})
     objects = data.objects.filter(pc.is_in(data.objects.column("image_uri"), pa.array(uris, pa.string())))
-    by_uri: dict[str, list[dict[str, Any]]] = {}
+    by_page: dict[tuple[str, int | None], list[dict[str, Any]]] = {}  # a PDF's pages share its image_uri
     for row in objects.to_pylist():
-        by_uri.setdefault(row["image_uri"], []).append(row)
+        by_page.setdefault((row["image_uri"], row.get("page_index")), []).append(row)
     out = []
     for reason, row in picked:
         uri = row["image_uri"]
@@ -124,7 +124,7 @@ def draw_samples(data: RunData, storage: Storage, picked: list[tuple[str, dict[s
             out.append(Sample(reason, uri, f"{row['error_type']}: {row['error_message'] or ''}",
                               problem=row["error_type"] or "error"))
             continue
-        rows = by_uri.get(uri, [])
+        rows = by_page.get((uri, row["page_index"]), [])
         best = max((r["score"] for r in rows if r["score"] is not None), default=None)
         caption = f"{len(rows)} object(s)" + (f", best score {best:.2f}" if best is not None else "")
         item = InputItem(uri, storage=storage, page_index=row["page_index"])

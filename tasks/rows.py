@@ -33,6 +33,8 @@ COMMON_FIELDS = [
 ]
 #: the ``objects`` columns the row builder fills, never a record
 OBJECT_INDEX = pa.field("object_index", pa.int32(), nullable=False)
+#: the page of a PDF input (null for images): a PDF's objects are keyed by (image_uri, page_index, object_index)
+PAGE_INDEX = pa.field("page_index", pa.int32())
 
 
 class RecordSchemaError(ValueError):
@@ -54,7 +56,7 @@ def objects_schema(result_class: type[BaseResult] = BaseResult) -> pa.Schema:
     if len(fragment) < len(base) or not pa.schema(list(fragment)[: len(base)]).equals(base):
         raise RecordSchemaError(f"{name}.record_schema() must extend BaseResult.record_schema() (its "
                                 f"{len(base)} columns first, same types): got {fragment.names}")
-    shared = {f.name for f in COMMON_FIELDS} | {OBJECT_INDEX.name}
+    shared = {f.name for f in COMMON_FIELDS} | {PAGE_INDEX.name, OBJECT_INDEX.name}
     problems = []
     clash = sorted(shared.intersection(fragment.names))
     if clash:
@@ -64,7 +66,7 @@ def objects_schema(result_class: type[BaseResult] = BaseResult) -> pa.Schema:
         problems.append(f"duplicate column(s) {dupes}")
     if problems:
         raise RecordSchemaError(f"{name}.record_schema() declares {' and '.join(problems)}")
-    return pa.schema(COMMON_FIELDS + [OBJECT_INDEX] + list(fragment))
+    return pa.schema(COMMON_FIELDS + [PAGE_INDEX, OBJECT_INDEX] + list(fragment))
 
 
 #: the ``objects`` schema of the base result (every table has at least these columns)
@@ -154,7 +156,8 @@ class RowBuilder:
             row["status"] = "ok"
             row["num_objects"] = len(records)
             for index, record in enumerate(records):
-                self.objects.append({**self.common, "image_uri": uri, "object_index": index, **record})
+                self.objects.append({**self.common, "image_uri": uri, "page_index": row["page_index"],
+                                     "object_index": index, **record})
         if result.image is not None:
             row["height"], row["width"] = int(result.image.shape[0]), int(result.image.shape[1])
         self.images.append(row)

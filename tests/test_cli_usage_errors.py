@@ -8,11 +8,14 @@ created its database under the command's own ``PREFECT_HOME``).
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.conftest import ROOT, SHARED
 from tests.support.cli import run_pxflow as _pxflow
 from tests.support.cli import single_error_line as _the_one_line
+from tests.support.s3_server import free_port
 
 EMBEDDING = SHARED / "models" / "MobileNetV1_embedding_coral"
 PICODET_ONNX = SHARED / "models" / "PicoDet-XS_coco_onnx"
@@ -53,6 +56,34 @@ def test_a_wrong_secret_key_is_one_line_naming_the_variable(command, s3_server, 
     line = _the_one_line(proc, tmp_path)
     assert f"{FLAG[command]} {where}/" in line
     assert "the S3 server rejected the secret key (SignatureDoesNotMatch); check AWS_SECRET_ACCESS_KEY" in line
+
+
+#: a generous bound, far above the seconds it takes (BENCHMARKS.md) and far below the 74 s it took before
+UNREACHABLE_BOUND_S = 45
+
+
+@pytest.mark.parametrize("where", ["s3-input", "local-input", "lake", "index"])
+def test_an_unreachable_endpoint_is_one_line_naming_it_within_seconds(where, tmp_path, shared_dir):
+    """``AWS_ENDPOINT_URL`` pointing at a closed port (a typo, a server that is down): exit 2 with one line that
+    names the endpoint and the variable to fix, no Prefect server, and no minute of retries first (issue 19 #5)."""
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there: every connection is refused
+    images = tmp_path / "images"
+    images.mkdir()
+    argv = {
+        "s3-input": ["annotate", "--input", "s3://pxflow/in/", "--output", "s3://pxflow/out", "--model-dir",
+                     str(PICODET_ONNX)],
+        "local-input": _commands("s3://pxflow", tmp_path)["annotate"],
+        "lake": _commands("s3://pxflow", tmp_path)["lake"],
+        "index": _commands("s3://pxflow", tmp_path)["index"],
+    }[where]
+    started = time.monotonic()
+    proc = _pxflow(tmp_path, *argv, AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="key", AWS_SECRET_ACCESS_KEY="secret")
+    elapsed = time.monotonic() - started
+    line = _the_one_line(proc, tmp_path)
+    flag = "--input" if where == "s3-input" else FLAG[argv[0]]
+    assert line.startswith(f"pxflow {argv[0]}") and f" {flag} s3://pxflow/" in line, line
+    assert f"cannot reach the S3 endpoint {endpoint}; check AWS_ENDPOINT_URL" in line, line
+    assert elapsed < UNREACHABLE_BOUND_S, f"{elapsed:.1f} s"
 
 
 @pytest.mark.parametrize("name", ["../../etc", "x/y"])

@@ -168,21 +168,22 @@ def preflight(command: str, params: dict[str, Any], write_check: bool = True) ->
     validates the predict options; checks the output's scheme and partitioning and that
     the input lists something. The loaded pipeline is kept for the run's own shards.
     """
-    from pxflow.flows.annotate import _address, job_for
-    from pxflow.flows.runners import get_runner
-    from pxflow.pipelines.io.manifest import iter_entries
     from pxflow.pipelines.io.storage import default_storage
-    from pxflow.tasks.lake import Lake, parse_partition
-    from pxflow.tasks.model_cache import checked_pipeline
 
     from .locations import check_location, check_table_location
 
     options = params["options"]
     storage = default_storage()
     check_table_location(params["output"], "--output", storage)  # memory://, https://: exit 2 before any work
-    if not options.s3_block:  # a missing bucket, a wrong key: one line now (a block is read by the flow)
-        check_location(params["input"], "--input", storage)
+    if not options.s3_block:  # a missing bucket, a wrong key or endpoint: one line now (a block is read by the flow)
+        check_location(params["input"], "--input", storage)  # first: before seconds of Prefect imports
         check_location(params["output"], "--output", storage)
+
+    from pxflow.flows.annotate import _address, job_for
+    from pxflow.flows.runners import get_runner
+    from pxflow.pipelines.io.manifest import iter_entries
+    from pxflow.tasks.lake import Lake, parse_partition
+    from pxflow.tasks.model_cache import checked_pipeline
     # a GPU the shards' machine (this one) cannot use: exit 2 now, never a quiet CPU run
     runner = get_runner(options.runner)
     runner.check_device(options.device, options.backend, _address(options))

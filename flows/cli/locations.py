@@ -1,9 +1,12 @@
-"""Checking a command's S3 locations before any work, so a wrong bucket or key is one clear line.
+"""Checking a command's S3 locations before any work, so a wrong bucket, key or endpoint is one clear line.
 
 Without this, a missing bucket or a wrong secret key surfaced deep inside delta-rs or a flow
 run, as a multi-line ``Generic S3 error`` or a traceback, after a Prefect server had started.
 One ``ListObjectsV2`` (the read every command does first anyway) tells them apart by the
 server's error code, and :class:`~pxflow.flows.cli.errors.UsageError` says what to fix.
+An endpoint that refuses or does not answer is a setup error too: the probe makes
+:data:`PROBE_ATTEMPTS` quick attempts instead of the run's adaptive retries (about 7 s
+for a refused connection, minutes for one that drops packets), so it fails in seconds.
 """
 
 from __future__ import annotations
@@ -13,6 +16,10 @@ from pxflow.pipelines.io.stores import UnsupportedOperationError
 from pxflow.pipelines.io.uri import uri_scheme
 
 from .errors import UsageError, one_line
+
+#: botocore attempts of the probe, and its TCP connect timeout in seconds (the run's reads keep their retries)
+PROBE_ATTEMPTS = 2
+PROBE_CONNECT_TIMEOUT = 3.0
 
 #: S3 error code -> (cause, fix); ``{bucket}`` and ``{endpoint}`` are filled in
 _S3_CAUSES = {
@@ -59,15 +66,17 @@ def check_location(uri: str, flag: str, storage: Storage | None = None) -> None:
     store = storage.store_for(uri)
     if not isinstance(store, S3Store):
         return
-    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+    from botocore.exceptions import ConnectionError as EndpointUnreachable
 
     endpoint = store.settings.resolved_endpoint() or "AWS"
+    probe = S3Store(store.settings, max_attempts=PROBE_ATTEMPTS, read_attempts=1, connect_timeout=PROBE_CONNECT_TIMEOUT)
     try:
-        store.is_dir(uri)
+        probe.is_dir(uri)
     except NoCredentialsError:
         raise UsageError(f"{flag} {uri}: no S3 credentials found; set AWS_ACCESS_KEY_ID and "
                          "AWS_SECRET_ACCESS_KEY (or give --s3-block)") from None
-    except EndpointConnectionError:
+    except EndpointUnreachable:  # refused, timed out, no route, unknown host
         raise UsageError(f"{flag} {uri}: cannot reach the S3 endpoint {endpoint}; check AWS_ENDPOINT_URL "
                          "(or the --s3-block settings)") from None
     except (BotoCoreError, OSError) as exc:

@@ -15,6 +15,11 @@ so a manifest can travel with its images. Everything streams: a Parquet
 manifest is read a record batch at a time and a prefix a listing page at a
 time, so millions of inputs never sit in memory at once.
 
+A prefix lists images and PDFs (:data:`LISTED_SUFFIXES`): a PDF is one entry,
+one input to plan, and becomes one item (one result, one ``images`` row) per
+page when it is read (:func:`pipelines.io.inputs.iter_inputs`), since its page
+count is known only then.
+
 An empty prefix, a missing directory or a prefix with no matching images
 lists nothing (no error); ``predict()`` turns "nothing listed" into one
 ``not_found`` result for the location.
@@ -36,6 +41,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .storage import Storage
 
 MANIFEST_SUFFIXES = (".parquet", ".csv", ".tsv", ".txt", ".lst")
+#: what listing a folder or prefix picks up: images, and PDFs (an input whose rows are one per page)
+LISTED_SUFFIXES = IMAGE_SUFFIXES + (".pdf",)
 URI_COLUMNS = ("uri", "image_uri", "path", "url", "key", "file")
 
 
@@ -73,7 +80,7 @@ def is_manifest(uri: str, storage: "Storage | None" = None) -> bool:
 
 
 def iter_entries(
-    source: str | os.PathLike, storage: "Storage | None" = None, suffixes: Iterable[str] | None = IMAGE_SUFFIXES
+    source: str | os.PathLike, storage: "Storage | None" = None, suffixes: Iterable[str] | None = LISTED_SUFFIXES
 ) -> Iterator[InputEntry]:
     """Every input of ``source`` (a prefix/directory, a single object, or a manifest), in a stable order.
 
@@ -95,7 +102,7 @@ def iter_entries(
 
 
 def iter_input_uris(
-    source: str, suffixes: Iterable[str] | None = IMAGE_SUFFIXES, storage: "Storage | None" = None
+    source: str, suffixes: Iterable[str] | None = LISTED_SUFFIXES, storage: "Storage | None" = None
 ) -> Iterator[str]:
     """The URIs of :func:`iter_entries` (kept for callers that need nothing else)."""
     for entry in iter_entries(source, storage, suffixes):

@@ -34,6 +34,12 @@ S3_MAX_ATTEMPTS = 8
 #: whole-read attempts on top of botocore's per-request retries: they cover what botocore does not
 #: retry, a response body that breaks off while streaming.
 S3_READ_ATTEMPTS = 3
+#: seconds botocore waits for a TCP connection (its default, 60, times S3_MAX_ATTEMPTS is 8 minutes per call
+#: against an endpoint that drops packets)
+S3_CONNECT_TIMEOUT = 10.0
+#: delta-rs (object_store) retry bounds for the tables: its defaults retry one request for up to 180 s; a
+#: refused connection now fails in about a second, an outage within a minute (the shard's retries take over)
+DELTA_RETRY_OPTIONS = {"max_retries": "10", "retry_timeout": "60s", "connect_timeout": "10s"}
 
 #: S3 error codes meaning "there is no such object" (HEAD answers a bare 404).
 S3_NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchBucket"})
@@ -157,9 +163,11 @@ class S3Store(Store):
         *,
         max_attempts: int | None = None,
         read_attempts: int | None = None,
+        connect_timeout: float | None = None,
     ) -> None:
         self.settings = S3Settings.coerce(settings)
         self.max_attempts = int(max_attempts if max_attempts is not None else S3_MAX_ATTEMPTS)
+        self.connect_timeout = float(connect_timeout if connect_timeout is not None else S3_CONNECT_TIMEOUT)
         self.read_attempts = max(1, int(read_attempts if read_attempts is not None else S3_READ_ATTEMPTS))
 
     @classmethod
@@ -192,7 +200,7 @@ class S3Store(Store):
         endpoint = self.settings.resolved_endpoint()
         region = self.settings.resolved_region()
         creds = self.settings.resolved_credentials()
-        key = (os.getpid(), endpoint, region, tuple(sorted(creds.items())), self.max_attempts)
+        key = (os.getpid(), endpoint, region, tuple(sorted(creds.items())), self.max_attempts, self.connect_timeout)
         with _client_lock:
             client = _clients.get(key)
             if client is None:
@@ -203,6 +211,7 @@ class S3Store(Store):
                     **creds,
                     config=Config(
                         retries={"max_attempts": self.max_attempts, "mode": "adaptive"},
+                        connect_timeout=self.connect_timeout,
                         max_pool_connections=32,
                         s3={"addressing_style": "path"} if endpoint else None,
                     ),
@@ -323,7 +332,7 @@ class S3Store(Store):
     def table_location(self, uri: str) -> tuple[str, dict[str, str]]:
         """delta-rs options from the same settings; commits use conditional puts (``If-None-Match``),
         so concurrent writers of one table never overwrite each other's log entries."""
-        options = {"AWS_REGION": self.settings.resolved_region(), "conditional_put": "etag"}
+        options = {"AWS_REGION": self.settings.resolved_region(), "conditional_put": "etag", **DELTA_RETRY_OPTIONS}
         endpoint = self.settings.resolved_endpoint()
         if endpoint:
             options["AWS_ENDPOINT_URL"] = endpoint
