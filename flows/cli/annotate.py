@@ -32,6 +32,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 from .errors import CliParser, UsageError, one_line, validation_line
@@ -47,13 +48,17 @@ def _flag(p: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    from pxflow.flows.options import AnnotateOptions
     from pxflow.flows.runners import runner_names
     from pxflow.pipelines.models.backends import backend_names
 
-    _flag(p, "pipeline", default="object_detection", help="pipeline name or YAML path (default object_detection)")
-    _flag(p, "shard-size", type=int, default=None, help="images per shard (default: tasks.shards.DEFAULT_SHARD_SIZE)")
-    _flag(p, "workers", type=int, default=2, help="shards processed at once (threads or worker processes)")
-    _flag(p, "runner", choices=runner_names(), default="thread", help="task runner (default thread)")
+    # no defaults here: a flag not given leaves the AnnotateOptions field at its default (one place)
+    default = {name: field.get_default(call_default_factory=True) for name, field in AnnotateOptions.model_fields.items()}
+    _flag(p, "pipeline", default=None, help=f"pipeline name or YAML path (default {default['pipeline']})")
+    _flag(p, "shard-size", type=int, default=None, help=f"images per shard (default {default['shard_size']})")
+    _flag(p, "workers", type=int, default=None,
+          help=f"shards processed at once (threads or worker processes; default {default['concurrency']})")
+    _flag(p, "runner", choices=runner_names(), default=None, help=f"task runner (default {default['runner']})")
     _flag(p, "dask-address", default=None, help="an existing Dask scheduler (with --runner dask)")
     _flag(p, "ray-address", default=None, help="an existing Ray cluster (with --runner ray)")
     _flag(p, "deployment", default=None, help="with --runner deployment: the shard-group deployment (flow/name)")
@@ -75,7 +80,8 @@ def _common(p: argparse.ArgumentParser) -> None:
           help="config override, e.g. SubModules.Recognition.model_dir=/m (repeatable)")
     _flag(p, "threshold", default=None, help="score threshold: a float or a dict {cls_id: float}")
     _flag(p, "backend", default=None, choices=backend_names(), help="inference backend")
-    _flag(p, "download-workers", type=int, default=None, help="download/decode threads per shard (default 8)")
+    _flag(p, "download-workers", type=int, default=None,
+          help=f"download/decode threads per shard (default {default['download_workers']})")
     _flag(p, "prompt-type", default=None, choices=["box", "point"], help="open_vocabulary_segmentation prompt type")
     _flag(p, "prompt", default=None, help="prompts for open_vocabulary_segmentation, or per_input (a manifest column)")
     _flag(p, "index", default=None, help="PP-ShiTuV2 index directory")
@@ -149,16 +155,17 @@ def flow_parameters(args: argparse.Namespace) -> dict[str, Any]:
 def preflight(command: str, params: dict[str, Any], write_check: bool = True) -> None:
     """Everything that can be checked without Prefect, before its server starts (raises ValueError/TypeError).
 
-    Resolves the config, the model identities and the run key; opens the models once and
-    validates the predict options; checks the output's scheme and partitioning and that
-    the input lists something. The loaded pipeline is kept for the run's own shards.
+    Computes the run's :class:`~pxflow.tasks.run_plan.RunPlan` once (config, model identities and
+    checksums, run key; the models opened and the predict options validated; the partitioning
+    checked against the tables) and puts it in ``params["plan"]``: the flow and ``--dry-run`` use it
+    instead of preparing the job again. Also checks the output's scheme and that the input lists
+    something. The loaded pipeline is kept for the run's own shards.
     """
-    from pxflow.flows.annotate import _address, job_for
+    from pxflow.flows.annotate import _address, check_plan_models, make_plan
     from pxflow.flows.runners import local_device_check
     from pxflow.pipelines.io.manifest import iter_entries
     from pxflow.pipelines.io.storage import default_storage
     from pxflow.tasks.lake import Lake, parse_partition
-    from pxflow.tasks.model_cache import checked_pipeline
 
     from .locations import check_location
 
@@ -171,25 +178,27 @@ def preflight(command: str, params: dict[str, Any], write_check: bool = True) ->
     local_device_check(options.runner, options.device, options.backend, _address(options))
     partition = params.get("partition")
     parse_partition(partition)
-    job = job_for(params["output"], options, partition)
+    # the checks, cheapest first; what they establish goes into the plan the flow is handed
+    plan = make_plan(params["output"], options, partition if command == "annotate" else None, check_tables=False,
+                     check_models=False)
     storage.store_for(params["output"])  # an unknown scheme fails here
     if not options.s3_block:  # with a block, its settings are read by the flow (a Prefect server is needed)
         lake = Lake(params["output"], storage)
         for part in _partitions_written(command, params, storage, partition):
             lake.check_partitioning(part)
+        plan = replace(plan, tables_checked=True)
         if command == "annotate" and not options.allow_empty and next(iter(iter_entries(params["input"], storage)), None) is None:
             raise ValueError(f"{params['input']} lists no images (a typo? --allow-empty accepts an empty run)")
-    # the flow's shards run in this process with the thread runner: keep the loaded pipeline for them
-    if options.runner == "deployment":  # the models run on the deployment's pool; check them on this CPU
+    if options.runner == "deployment":  # the models run on the deployment's pool; they are checked on this CPU
         from prefect.settings import PREFECT_API_URL
 
         from pxflow.flows.groups import check_deployment
 
         if PREFECT_API_URL.value():  # a server of the user's: ask it now, before anything starts
             check_deployment(options.deployment)
-        checked_pipeline(job.on_device("cpu").config, job.model_sha256, job.predict_kwargs, keep=False)
-    else:
-        checked_pipeline(job.config, job.model_sha256, job.predict_kwargs, keep=options.runner == "thread")
+    # the flow's shards run in this process with the thread runner: the loaded pipeline is kept for them
+    check_plan_models(plan.job, options)
+    params["plan"] = replace(plan, models_checked=True)
     if write_check and not options.s3_block:
         lake.check_writable()
 
@@ -227,15 +236,10 @@ class _Progress:
 
 def dry_run(command: str, params: dict[str, Any]) -> dict[str, Any]:
     """What a run would do: list and plan against the tables (no inference, no write, no Prefect server)."""
-    import itertools
-
-    from pxflow.flows.annotate import job_for
-    from pxflow.pipelines.io.manifest import iter_entries
     from pxflow.tasks.credentials import storage_for
-    from pxflow.tasks.lake import Lake
-    from pxflow.tasks.plan import PlanStats, plan
+    from pxflow.tasks.run_plan import plan_shards
 
-    options = params["options"]
+    options, run_plan = params["options"], params["plan"]
     storage = storage_for(None) if not options.s3_block else None
     if storage is None:
         raise ValueError("--dry-run reads the tables directly: use the AWS environment instead of --s3-block")
@@ -250,13 +254,9 @@ def dry_run(command: str, params: dict[str, Any]) -> dict[str, Any]:
     everything = options.force or options.replace
     out: list[dict[str, Any]] = []
     for input_uri, partition in targets:
-        job = job_for(params["output"], options, partition)
-        annotated = {} if everything else Lake(params["output"], storage).annotated(job.run_key, partition)
-        stats = PlanStats()
-        entries = iter_entries(input_uri, storage)
-        if options.limit is not None:
-            entries = itertools.islice(entries, options.limit)
-        shards = sum(1 for _ in plan(entries, annotated, options.shard_size, storage, stats, everything))
+        job = run_plan.for_partition(partition).job
+        stats, planned = plan_shards(job, input_uri, storage, options.shard_size, options.limit, everything)
+        shards = sum(1 for _ in planned)
         out.append({"input": input_uri, "partition": partition, "run_key": job.run_key, **stats.as_dict(),
                     "to_annotate": stats.todo, "shards": shards, "shard_size": options.shard_size})
     return {"dry_run": True, "output": params["output"], "runner": options.runner, "device": options.device,
