@@ -120,3 +120,11 @@ def test_importing_the_flow_options_does_not_load_faiss():
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "[]"
+
+
+def test_a_worker_import_the_cli_cannot_import_is_one_line_and_exit_2(tmp_path):
+    from tests.support.cli import run_pxflow, single_error_line
+
+    proc = run_pxflow(tmp_path, "annotate", "--input", str(tmp_path), "--output", str(tmp_path / "out"),
+                      PXFLOW_WORKER_IMPORTS="no_such_plugin_module")
+    assert "PXFLOW_WORKER_IMPORTS" in single_error_line(proc, tmp_path) and "no_such_plugin_module" in proc.stderr
