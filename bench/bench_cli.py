@@ -2,6 +2,7 @@
 
     python bench/bench_cli.py [--code DIR]   # DIR: a checkout to time (default: this one), e.g. a
                                              # `git worktree add /tmp/before <commit>` of the base
+    python bench/bench_cli.py --annotate-phases [--code DIR]   # only annotate, broken down by phase
 
 Each command is the real CLI (``python -m pxflow.flows`` with the checkout first on ``sys.path``)
 in a fresh process, without ``PREFECT_API_URL`` (a temporary server if the command starts one)
@@ -18,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("PXFLOW_SHARED_DIR", HERE.parent / "shared")).resolve()
@@ -36,6 +38,72 @@ for _ in pipe.predict(sys.argv[2:]):
 """
 
 
+#: ``python -c PHASES SPECS ARGV...``: ``pxflow ARGV`` in this process, with wall-clock timers around the
+#: functions named in SPECS (``module:attr`` comma-separated); prints ``PHASES {label: [seconds, calls]}``
+PHASES = """
+import functools, importlib, json, os, sys, time
+t0 = time.perf_counter()
+times, calls = {}, {}
+
+def wrap(spec):
+    module, attr = spec.rsplit(":", 1)
+    try:  # a name this checkout does not have (an older one) is skipped
+        owner = importlib.import_module(module)
+        *path, name = attr.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        fn = getattr(owner, name)
+    except (ImportError, AttributeError):
+        return
+    if hasattr(fn, "with_options"):  # a Prefect flow or task: its callers need the object (time its body instead)
+        return
+
+    @functools.wraps(fn)
+    def timed(*a, **k):
+        start = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            times[attr] = times.get(attr, 0.0) + time.perf_counter() - start
+            calls[attr] = calls.get(attr, 0) + 1
+    setattr(owner, name, timed)
+
+from pxflow.flows.cli import main
+times["imports before main"] = time.perf_counter() - t0
+for spec in sys.argv[1].split(","):
+    wrap(spec)
+code = main(sys.argv[2:])
+times["total in process"] = time.perf_counter() - t0
+sys.stdout.flush()
+print("PHASES " + json.dumps({k: [round(v, 3), calls.get(k)] for k, v in times.items()}))
+sys.stdout.flush()
+os._exit(code)
+"""
+
+#: what an annotate run spends its time in (the flow's own steps are inside ``_run_stoppable``)
+ANNOTATE_PHASES = ",".join([
+    "pxflow.flows.cli.annotate:preflight", "pxflow.flows.annotate:make_plan", "pxflow.tasks.job:prepare_job",
+    "pxflow.tasks.model_cache:checked_pipeline", "pxflow.flows.cli.server:start_temporary_server",
+    "pxflow.flows.cli.annotate:_run_stoppable", "pxflow.flows.annotate:_annotate",
+    "pxflow.tasks.annotate_shard:run_shard", "pxflow.tasks.run_plan:plan_shards", "pxflow.tasks.lake:Lake.annotated",
+    "pxflow.tasks.lake:Lake.open", "pxflow.tasks.lake:Lake.commit_shard", "pxflow.flows.annotate:run_summary",
+    "pxflow.flows.annotate:publish_summary", "pxflow.flows.annotate:publish_report",
+    "pxflow.flows.cli.annotate:flush_events", "pxflow.flows.cli.server:TemporaryServer.stop",
+])
+
+
+def phases(cmd: list[str], code: Path, env: dict[str, str], specs: str = ANNOTATE_PHASES) -> dict[str, Any]:
+    """Wall seconds of the whole command and of each phase in ``specs`` (one fresh process)."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", PHASES, specs, *cmd], cwd=code, env=env, capture_output=True,
+                          text=True, timeout=900)
+    wall = time.perf_counter() - start
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("PHASES ")), None)
+    if line is None or proc.returncode not in (0, 1):
+        raise SystemExit(f"{cmd}: exit {proc.returncode}\n{proc.stderr[-2000:]}")
+    return {"wall": round(wall, 2), **json.loads(line[len("PHASES "):])}
+
+
 def timed(cmd: list[str], code: Path, env: dict[str, str]) -> float:
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=code, env=env, capture_output=True, text=True, timeout=900)
@@ -48,6 +116,8 @@ def timed(cmd: list[str], code: Path, env: dict[str, str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--code", default=str(HERE), help="checkout to time")
+    parser.add_argument("--annotate-phases", action="store_true",
+                        help="only the annotate rows, each broken down by phase (this checkout's function names)")
     args = parser.parse_args()
     code = Path(args.code).resolve()
     work = Path(tempfile.mkdtemp(prefix="bench-cli-"))
@@ -64,8 +134,11 @@ def main() -> None:
     labels.write_text("".join((GALLERY / "drink_label.txt").read_text(encoding="utf-8").splitlines(True)[:6]), encoding="utf-8")
     index = ["--root", str(work / "idx"), "--name", "drinks"]
 
-    result: dict[str, float | str] = {"code": str(code), "loadavg_1m_before": round(os.getloadavg()[0], 2)}
+    result: dict[str, Any] = {"code": str(code), "loadavg_1m_before": round(os.getloadavg()[0], 2)}
     result["bare_predict_10"] = timed([sys.executable, "-c", BARE, str(MODEL), *map(str, sorted(src.iterdir()))], code, env)
+    if args.annotate_phases:
+        print(json.dumps(annotate_phases(result, annotate[3:], code, env, work)))
+        return
     result["annotate_10_temporary_server"] = timed(annotate, code, env)
     result["annotate_rerun_nothing_new"] = timed(annotate, code, env)
     result["eval"] = timed([*cli, "eval", "--output", str(out), "--gt", str(GT)], code, env)
@@ -88,6 +161,27 @@ def main() -> None:
         server.stop()
     result["loadavg_1m_after"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result))
+
+
+def annotate_phases(result: dict[str, Any], argv: list[str], code: Path, env: dict[str, str], work: Path) -> dict[str, Any]:
+    """A 10-image ``annotate`` and a rerun with nothing new, on a temporary server and on a running one,
+    each broken down by phase. The first row pays the Prefect database's creation in a fresh
+    ``PREFECT_HOME`` (a user's persists: later runs do not); the others find it."""
+    result["annotate_10_temporary_server_fresh_home"] = phases(argv, code, env)
+    result["annotate_rerun_temporary_server"] = phases(argv, code, env)
+    sys.path.insert(0, str(code))
+    from pxflow.flows.cli.server import start_temporary_server
+
+    server = start_temporary_server()
+    try:
+        running = {**env, "PREFECT_API_URL": server.api_url}
+        again = [*argv[:argv.index("--output") + 1], str(work / "out2"), *argv[argv.index("--output") + 2:]]
+        result["annotate_10_running_server"] = phases(again, code, running)
+        result["annotate_rerun_running_server"] = phases(again, code, running)
+    finally:
+        server.stop()
+    result["loadavg_1m_after"] = round(os.getloadavg()[0], 2)
+    return result
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ import statistics
 import sys
 import tempfile
 import time
+from typing import Any
 from dataclasses import replace
 from pathlib import Path
 
@@ -91,7 +92,7 @@ def run(mode: str, inputs: Path, config: str, model_dir: str, shards: int, shard
     wall = time.perf_counter() - started
     assert not outcome["failures"], outcome["failures"]
     summaries = outcome["summaries"]
-    assert len(summaries) == shards and not any(s["skipped"] for s in summaries), (len(summaries), shards)
+    assert len(summaries) == shards and not any(s.skipped for s in summaries), (len(summaries), shards)
     return wall, summaries
 
 
@@ -110,18 +111,18 @@ def warm_workers(mode: str, workers: int):
         yield cluster.scheduler_address
 
 
-def idle_gaps(summaries: list[dict]) -> list[float]:
+def idle_gaps(summaries: list[Any]) -> list[float]:
     """Seconds one worker sat between the end of a shard's work and the start of the next one's
     (concurrency 1): returning the shard, Prefect finishing its task run and starting the next,
     and the next shard's "already committed?" check."""
-    ordered = sorted(summaries, key=lambda s: s["started_at"])
-    return [b["started_at"] - a["finished_at"] for a, b in zip(ordered, ordered[1:])]
+    ordered = sorted(summaries, key=lambda s: s.started_at)
+    return [b.started_at - a.finished_at for a, b in zip(ordered, ordered[1:])]
 
 
-def busy_share(summaries: list[dict], workers: int) -> float:
+def busy_share(summaries: list[Any], workers: int) -> float:
     """Shard work over ``workers`` x the span from the first shard's start to the last one's end."""
-    span = max(s["finished_at"] for s in summaries) - min(s["started_at"] for s in summaries)
-    return sum(s["seconds"] for s in summaries) / (workers * span)
+    span = max(s.finished_at for s in summaries) - min(s.started_at for s in summaries)
+    return sum(s.seconds for s in summaries) / (workers * span)
 
 
 def main() -> None:
@@ -167,7 +168,7 @@ def main() -> None:
         for mode in [m for m in args.modes.split(",") if m]:
             w1, s1 = run(mode, inputs, config, model_dir, n1, args.shard_size, 1, out_root)
             w2, s2 = run(mode, inputs, config, model_dir, n2, args.shard_size, 1, out_root)
-            shard_s = statistics.median(s["seconds"] for s in s2)
+            shard_s = statistics.median(s.seconds for s in s2)
             gaps = idle_gaps(s2)
             per_shard = (w2 - w1) / (n2 - n1)
             report["overhead"][mode] = {
@@ -175,7 +176,7 @@ def main() -> None:
                 "gap_ms_median": round(1000 * statistics.median(gaps), 1),
                 "gap_ms_max": round(1000 * max(gaps), 1),
                 "gap_share_pct": round(100 * statistics.median(gaps) / shard_s, 2),
-                "wall_diff_ms": round(1000 * (per_shard - statistics.mean(s["seconds"] for s in s2)), 1),
+                "wall_diff_ms": round(1000 * (per_shard - statistics.mean(s.seconds for s in s2)), 1),
                 "runs_wall": [round(w1, 2), round(w2, 2)],
             }
             print(mode, report["overhead"][mode], flush=True)
@@ -186,7 +187,7 @@ def main() -> None:
                     if address:  # the workers load the model once, as a long-lived cluster's would have
                         run(mode, inputs, config, model_dir, w, args.shard_size, w, out_root, address)
                     wall, summaries = run(mode, inputs, config, model_dir, 3 * w, args.shard_size, w, out_root, address)
-                rows[w] = {"shard_seconds": round(statistics.median(s["seconds"] for s in summaries), 3),
+                rows[w] = {"shard_seconds": round(statistics.median(s.seconds for s in summaries), 3),
                            "efficiency": round(busy_share(summaries, w), 3),
                            "throughput_img_s": round(3 * w * args.shard_size / wall, 1),
                            "wall": round(wall, 2)}

@@ -1,9 +1,11 @@
 """The ``annotate`` flow: object storage -> incremental plan -> shards on workers -> Delta tables.
 
 1. Resolve the pipeline config, every model's identity and the run key once
-   (:func:`pxflow.tasks.job.prepare_job`; nothing is loaded), and check that the
-   partitioning fits the output tables before any work.
-2. Plan incrementally (:mod:`pxflow.tasks.plan`): stream the listing (or manifest), keep
+   (:func:`pxflow.tasks.job.prepare_job`; nothing is loaded), check that the partitioning
+   fits the output tables and open the models before any work: :func:`make_plan`, one
+   :class:`~pxflow.tasks.run_plan.RunPlan`. The CLI computes it in its preflight and passes
+   it as the ``plan`` parameter; the flow recomputes only a plan made for other options.
+2. Plan incrementally (:func:`pxflow.tasks.run_plan.plan_shards`): stream the listing (or manifest), keep
    the inputs with no row for this run key, with changed content, or with a retryable
    failure; cut them into shards as they arrive, each one ``annotate-shard`` task run on
    the chosen task runner (:mod:`.runners`), a bounded number in flight.
@@ -22,27 +24,25 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 import time
 import uuid
 from collections import deque
 from dataclasses import replace as replace_fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger
 from prefect.futures import as_completed
 from prefect.states import Failed
 
-from pxflow.pipelines.io.manifest import iter_entries
 from pxflow.tasks.annotate_shard import annotate_shard
 from pxflow.tasks.credentials import storage_for
-from pxflow.pipelines.faults import checkpoint
-from pxflow.pipelines.retrieval.versions import PinLease, VersionCollected
+from pxflow.pipelines.hooks import checkpoint
 from pxflow.tasks.job import AnnotateJob, lease_index, prepare_job
 from pxflow.tasks.lake import Lake
 from pxflow.tasks.maintenance import finish_pending_swaps, prune_missing, staging_for, swap_in_staging
 from pxflow.tasks.model_cache import checked_pipeline
-from pxflow.tasks.plan import PlanStats, plan
+from pxflow.tasks.run_plan import RunPlan, plan_basis, plan_shards
+from pxflow.tasks.shard_summary import ShardSummary
 
 from .interrupt import stop_requested
 from .options import AnnotateOptions
@@ -50,6 +50,9 @@ from .progress import report
 from .runners import get_runner
 from .report import publish_report
 from .summary import publish_summary, run_summary
+
+if TYPE_CHECKING:  # the index versions module loads faiss: imported when a run holds an index
+    from pxflow.pipelines.retrieval.versions import PinLease
 
 
 class EmptyInputError(ValueError):
@@ -82,6 +85,42 @@ def _address(options: AnnotateOptions) -> str | None:
     return get_runner(options.runner).address(options)
 
 
+#: the options a :class:`RunPlan` depends on (what :func:`job_for` and the checks read)
+PLAN_FIELDS = frozenset({"pipeline", "model_dir", "threshold", "backend", "predict_kwargs", "set", "concurrency",
+                         "runner", "dask_address", "ray_address", "device", "download_workers", "s3_block"})
+
+
+def make_plan(output: str, options: AnnotateOptions, partition: str | None = None, check_tables: bool = True,
+              check_models: bool = True) -> RunPlan:
+    """The run's :class:`RunPlan`: the job prepared once, the tables' partitioning and the models checked.
+
+    ``check_tables=False`` where the tables cannot be read yet (a ``--s3-block`` before the API is up),
+    ``check_models=False`` where cheaper checks come first (the CLI): the caller (or the flow) checks them.
+    Raises ``ValueError``/``TypeError`` for a bad option, model or partition.
+    """
+    job = job_for(output, options, partition)
+    if check_tables:
+        Lake(output, storage_for(job.s3_block)).check_partitioning(partition)
+    if check_models:
+        check_plan_models(job, options)
+    return RunPlan(job=job, basis=basis_of(output, options), tables_checked=check_tables, models_checked=check_models)
+
+
+def check_plan_models(job: AnnotateJob, options: AnnotateOptions) -> None:
+    """Open the job's models and validate its predict options: bad ones fail here, once, before any shard.
+
+    When the runner's shards run in this process (``thread``), the loaded pipeline stays cached for them.
+    """
+    runner = get_runner(options.runner)  # deployment: the models run on its pool; they are validated on this CPU
+    checked_pipeline(job.on_device(runner.validation_device(job.device)).config, job.model_sha256, job.predict_kwargs,
+                     keep=runner.in_process)
+
+
+def basis_of(output: str, options: AnnotateOptions) -> str:
+    """What a plan for ``output`` and ``options`` must have been computed from."""
+    return plan_basis(output, options.model_dump(mode="json", include=set(PLAN_FIELDS)))
+
+
 @flow(name="annotate-shards", validate_parameters=False)
 def run_shards(
     job: AnnotateJob, input: str, shard_size: int, max_in_flight: int, everything: bool, limit: int | None = None,
@@ -90,16 +129,15 @@ def run_shards(
     """Plan ``input`` against the tables and stream its shards to ``annotate-shard`` tasks."""
     logger = get_run_logger()
     storage = storage_for(job.s3_block)
-    annotated = {} if everything else Lake(job.output, storage).annotated(job.run_key, job.partition)
-    stats = PlanStats()
+    stats, shards = plan_shards(job, input, storage, shard_size, limit, everything)
     pending: deque = deque()
     shard_of: dict[int, str] = {}
-    summaries: list[dict[str, Any]] = []
+    summaries: list[ShardSummary] = []
     failures: list[dict[str, Any]] = []
 
     def progress(listing_done: bool) -> None:
         report(shards_done=len(summaries) + len(failures), shards_planned=stats.shards,
-               images_done=sum(s["n_inputs"] for s in summaries), listed=stats.todo, listing_done=listing_done)
+               images_done=sum(s.n_inputs for s in summaries), listed=stats.todo, listing_done=listing_done)
 
     def collect_one() -> None:
         future = next(as_completed(list(pending)))
@@ -112,15 +150,11 @@ def run_shards(
             logger.error("shard %s failed after retries: %s", shard, exc)
         else:
             summaries.append(summary)
-            logger.info("shard %s %s: %d images (%d errors), %d objects", summary["shard_id"],
-                        "skipped (committed)" if summary.get("skipped") else "done",
-                        summary["n_inputs"], summary["n_error"], summary["n_objects"])
+            logger.info("shard %s %s: %d images (%d errors), %d objects", summary.shard_id,
+                        "skipped (committed)" if summary.skipped else "done",
+                        summary.n_inputs, summary.n_error, summary.n_objects)
         progress(False)
 
-    entries = iter_entries(input, storage)
-    if limit is not None:
-        entries = itertools.islice(entries, limit)
-    shards = plan(entries, annotated, shard_size, storage, stats, everything)
     # on a GPU of this machine, a tag-based global concurrency limit keeps one shard per GPU at a time
     shard_task = annotate_shard.with_options(tags=get_runner(runner).shard_tags(job.device))
     first = True
@@ -148,7 +182,7 @@ def run_shards(
         collect_one()
     if stats.duplicates:
         logger.warning("%d input(s) were listed more than once and annotated once", stats.duplicates)
-    summaries.sort(key=lambda s: s.get("shard_index", 0))
+    summaries.sort(key=lambda s: s.shard_index)
     return {"plan": stats.as_dict(), "listed_uris": stats.listed_uris, "summaries": summaries, "failures": failures,
             "interrupted": not planned_all}
 
@@ -166,44 +200,56 @@ def _run_name() -> str:
 
 @flow(name="annotate", log_prints=True, flow_run_name=_run_name)
 def annotate(
-    input: str, output: str, options: AnnotateOptions | None = None, partition: str | None = None
+    input: str, output: str, options: AnnotateOptions | None = None, partition: str | None = None,
+    plan: RunPlan | None = None,
 ) -> dict[str, Any]:
-    """Annotate every image under ``input`` (prefix or manifest) into the Delta tables under ``output``."""
+    """Annotate every image under ``input`` (prefix or manifest) into the Delta tables under ``output``.
+
+    ``plan``: the :class:`~pxflow.tasks.run_plan.RunPlan` already computed for these options and output
+    (the CLI's preflight): used as is, so the job is prepared and the models checked once per run. A plan
+    made for other options, another output or another partition is ignored and the flow computes its own.
+    """
     options = options or AnnotateOptions()
     started = time.time()
     get_runner(options.runner).check_device(options.device, options.backend, _address(options))
-    job, lease = _leased_job(output, options, partition)
+    plan, lease = _leased_plan(output, options, partition, plan)
     with lease or contextlib.nullcontext():  # gc keeps the run's index version until the run ends
-        return _annotate(job, input, output, options, partition, started)
+        return _annotate(plan, input, output, options, partition, started)
 
 
-def _leased_job(output: str, options: AnnotateOptions, partition: str | None) -> tuple[AnnotateJob, PinLease | None]:
-    """The run's job and a pin lease on the index version it pinned. If gc collected that version
-    between the pin and the lease (CURRENT moved on meanwhile), the job is prepared again."""
+def _leased_plan(output: str, options: AnnotateOptions, partition: str | None,
+                 given: RunPlan | None = None) -> tuple[RunPlan, PinLease | None]:
+    """The run's plan (``given`` when it was made for these options) and a pin lease on the index version
+    its job pinned. If gc collected that version between the pin and the lease (CURRENT moved on
+    meanwhile), the plan is computed again."""
     from prefect.runtime import flow_run
 
-    for attempt in range(3):
-        job = job_for(output, options, partition)
+    from pxflow.pipelines.retrieval.versions import VersionCollected
+
+    plan = given if given is not None and given.basis == basis_of(output, options) and given.job.partition == partition else None
+    for attempt in range(3):  # the job only: _annotate checks what the plan has not
+        plan = plan or make_plan(output, options, partition, check_tables=False, check_models=False)
         try:
-            return job, lease_index(job, holder=f"annotate {flow_run.get_id() or uuid.uuid4().hex}")
+            return plan, lease_index(plan.job, holder=f"annotate {flow_run.get_id() or uuid.uuid4().hex}")
         except VersionCollected:
+            plan = None
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")
 
 
-def _annotate(job: AnnotateJob, input: str, output: str, options: AnnotateOptions, partition: str | None,
+def _annotate(plan: RunPlan, input: str, output: str, options: AnnotateOptions, partition: str | None,
               started: float) -> dict[str, Any]:
     from prefect.runtime import flow_run
 
     logger = get_run_logger()
-    storage = storage_for(job.s3_block)
+    job = plan.job
+    storage = plan.storage
     lake = Lake(output, storage)
-    lake.check_partitioning(partition)
-    # bad options, prompts or models fail here, once, before any shard is planned
-    runner = get_runner(options.runner)  # deployment: the models run on its pool; they are validated on this CPU
-    checked_pipeline(job.on_device(runner.validation_device(job.device)).config, job.model_sha256, job.predict_kwargs,
-                     keep=runner.in_process)
+    if not plan.tables_checked:
+        lake.check_partitioning(partition)
+    if not plan.models_checked:
+        check_plan_models(job, options)
     # a --replace killed between its two table swaps: finish it before planning against its half
     finish_pending_swaps(lake, job.run_key, partition)
     run_id = str(flow_run.get_id() or uuid.uuid4().hex)
@@ -211,6 +257,7 @@ def _annotate(job: AnnotateJob, input: str, output: str, options: AnnotateOption
     job = replace_fields(job, flow_run_id=run_id, force=everything,
                          staging=staging_for(output, run_id) if options.replace else None)
     logger.info("run key %s (%s, model %s sha256 %s…)", job.run_key, job.pipeline, job.model_name, job.model_sha256[:12])
+    runner = get_runner(options.runner)
     job = job.on_device(runner.worker_device(job.device, _address(options)))
     if not runner.runs_tasks:
         outcome = runner.fan_out(job, input, options, everything)
@@ -236,21 +283,21 @@ def _annotate(job: AnnotateJob, input: str, output: str, options: AnnotateOption
     logger.info(
         "listed %d inputs (%d unchanged, %d new, %d changed, %d retried), %d inferred (%d errors), %d objects; "
         "%d/%d shards committed",
-        summary["listed"], summary["unchanged"], summary["new"], summary["changed"], summary["retried"],
-        summary["images_inferred"], summary["images_error"], summary["objects_written"],
-        summary["shards_committed"], summary["shards_planned"],
+        summary.listed, summary.unchanged, summary.new, summary.changed, summary.retried,
+        summary.images_inferred, summary.images_error, summary.objects_written,
+        summary.shards_committed, summary.shards_planned,
     )
-    if summary["interrupted"]:  # what committed stays; the summary (with its counts) is the state's data
-        return Failed(message="interrupted: stopped planning new shards; rerun to finish", data=summary)
-    if not summary["complete"]:
+    if summary.interrupted:  # what committed stays; the summary (with its counts) is the state's data
+        return Failed(message="interrupted: stopped planning new shards; rerun to finish", data=summary.as_dict())
+    if not summary.complete:
         # the first failed shard's error says why (a model that cannot run fails every shard the same way)
         why = f"; first shard error: {outcome['failures'][0]['error']}" if outcome["failures"] else ""
         raise IncompleteRunError(
-            f"{len(summary['missing'])} input(s) without a row, {summary['images_retryable']} retryable failure(s), "
+            f"{len(summary.missing)} input(s) without a row, {summary.images_retryable} retryable failure(s), "
             f"failed shards: {[f['shard_id'] for f in outcome['failures']]} (rerun to finish){why}"
         )
-    if summary["error_budget_exceeded"]:  # complete, but too many inputs failed: a failed run, with its summary
-        return Failed(message=f"error budget exceeded: {summary['images_error']} of {summary['images_inferred']} "
+    if summary.error_budget_exceeded:  # complete, but too many inputs failed: a failed run, with its summary
+        return Failed(message=f"error budget exceeded: {summary.images_error} of {summary.images_inferred} "
                               f"inferred inputs failed (max_error_rate {options.max_error_rate}): "
-                              f"{summary['error_types']}", data=summary)
-    return summary
+                              f"{summary.error_types}", data=summary.as_dict())
+    return summary.as_dict()

@@ -21,6 +21,7 @@ from prefect.artifacts import create_table_artifact
 
 from pxflow.pipelines.io.uri import join_uri
 from pxflow.tasks.credentials import storage_for
+from pxflow.tasks.run_plan import RunPlan
 
 from .annotate import annotate
 from .interrupt import stop_requested
@@ -56,7 +57,8 @@ def date_partitions(prefix: str, start: str, end: str, storage=None) -> list[str
 
 
 @flow(name="backfill", log_prints=True, flow_run_name="backfill-{start}-{end}")
-def backfill(input: str, output: str, start: str, end: str, options: AnnotateOptions | None = None) -> dict[str, Any]:
+def backfill(input: str, output: str, start: str, end: str, options: AnnotateOptions | None = None,
+             plan: RunPlan | None = None) -> dict[str, Any]:
     """Annotate every date partition of ``input`` in ``[start, end]``, incrementally.
 
     Args:
@@ -65,6 +67,7 @@ def backfill(input: str, output: str, start: str, end: str, options: AnnotateOpt
         start: first date: YYYY-MM-DD, today, yesterday or today-N (UTC)
         end: last date (inclusive), same spellings as start
         options: how to annotate (pipeline, model, threshold, shards, runner, device ...)
+        plan: the run plan the CLI computed for these options (each partition's subflow uses it, for its partition)
     """
     options = options or AnnotateOptions()
     logger = get_run_logger()
@@ -81,7 +84,7 @@ def backfill(input: str, output: str, start: str, end: str, options: AnnotateOpt
             per_partition.append({"partition": name, "listed": None, "inferred": None, "unchanged": None, "errors": None})
             continue
         state = annotate(input=join_uri(input, name), output=output, options=per_options, partition=name,
-                         return_state=True)
+                         plan=plan.for_partition(name) if plan is not None else None, return_state=True)
         if state.is_completed():
             result = state.result()
             per_partition.append({"partition": name, "listed": result["listed"], "inferred": result["images_inferred"],

@@ -21,15 +21,15 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from pxflow.pipelines.io.manifest import iter_entries
 from pxflow.tasks.annotate_shard import annotate_shard
 from pxflow.tasks.credentials import storage_for
 from pxflow.tasks.job import AnnotateJob
 from pxflow.tasks.lake import Lake
-from pxflow.tasks.plan import PlanStats, plan
-from pxflow.tasks.rows import summarize
+from pxflow.tasks.plan import PlanStats
+from pxflow.tasks.run_plan import plan_shards
+from pxflow.tasks.shard_summary import ShardSummary
 
-from .runners import gpu_slot_tags
+from .runners import gpu_slot_tags, import_modules, worker_imports
 
 #: seconds between polls of the child runs' states
 POLL_S = 2.0
@@ -47,7 +47,7 @@ def _group_run_name() -> str:
 
 
 @flow(name="annotate-shard-group", flow_run_name=_group_run_name, validate_parameters=False)
-def annotate_shard_group(job: dict[str, Any], shards: list[dict[str, Any]], concurrency: int = 1) -> list[dict[str, Any]]:
+def annotate_shard_group(job: dict[str, Any], shards: list[dict[str, Any]], concurrency: int = 1) -> list[ShardSummary]:
     """Annotate a group of shards of a parent ``annotate`` run (runner ``deployment``): the shard tasks run here.
 
     ``job`` is the parent's :class:`AnnotateJob` as a dict; each shard is ``{shard_id, index,
@@ -55,13 +55,12 @@ def annotate_shard_group(job: dict[str, Any], shards: list[dict[str, Any]], conc
     global concurrency limit of 1), so one GPU never runs two shards at once.
     """
     from pxflow.pipelines.models.backends import require_device
-    from pxflow.pipelines.plugins import load_plugins
 
-    load_plugins()  # this worker's flow run: the plug-ins' stores, pipelines and predictors, as the parent had them
+    import_modules(worker_imports())  # a child run on a pool's worker is a worker too (plug-ins, test hooks)
     annotate_job = job if isinstance(job, AnnotateJob) else AnnotateJob(**job)
     require_device(annotate_job.device, None)  # this machine: a GPU it cannot use fails the group, never a CPU run
     task = annotate_shard.with_options(tags=gpu_slot_tags(annotate_job.device))
-    out: list[dict[str, Any]] = []
+    out: list[ShardSummary] = []
     failed: list[str] = []
     for start in range(0, len(shards), max(1, concurrency)):  # at most `concurrency` shards at once
         futures = [task.submit(annotate_job, s["shard_id"], s["index"], list(s["uris"]), s.get("options"))
@@ -108,12 +107,7 @@ def fan_out_to_deployment(job: AnnotateJob, input: str, options: Any, everything
     logger = get_run_logger()
     check_deployment(options.deployment)  # before planning: a missing deployment is one clear line
     storage = storage_for(job.s3_block)
-    annotated = {} if everything else Lake(job.output, storage).annotated(job.run_key, job.partition)
-    stats = PlanStats()
-    entries = iter_entries(input, storage)
-    if options.limit is not None:
-        entries = itertools.islice(entries, options.limit)
-    shards = plan(entries, annotated, options.shard_size, storage, stats, everything)
+    stats, shards = plan_shards(job, input, storage, options.shard_size, options.limit, everything)
     payload = _jsonable_job(job)
     groups: list[tuple[list[str], Any]] = []
     while True:
@@ -175,9 +169,9 @@ def _collect(job: AnnotateJob, storage, stats: PlanStats, groups, states) -> dic
         for shard_id in ids:
             rows = rows_by_shard.get(shard_id)
             if rows:
-                summaries.append({"shard_id": shard_id, "skipped": False, "shard_index": index, **summarize(rows)})
+                summaries.append(ShardSummary.of_rows(shard_id, rows, shard_index=index))
             elif lake.shard_committed(job.run_key, shard_id):
-                summaries.append({"shard_id": shard_id, "skipped": True, "shard_index": index, **summarize([])})
+                summaries.append(ShardSummary(shard_id, skipped=True, shard_index=index))
             else:
                 failures.append({"shard_id": shard_id, "error": f"group run {child.name} ended {state.type.value}: {state.message}"})
             index += 1

@@ -14,13 +14,12 @@ from typing import Any
 
 import yaml
 
-PXFLOW_DEFAULTS: dict[str, Any] = {
-    "backend": "auto",  # auto | paddle | onnxruntime
-    "cpu_threads": None,  # None: every core this process may use
-    "load_workers": 2,  # threads that read + decode + preprocess ahead of inference
-    "prefetch": 8,  # loaded images allowed to wait for the model
-    "infer_workers": 1,  # batches inferred at once (each with cpu_threads // infer_workers threads)
-}
+from .settings import PxflowSettings
+
+#: the ``Pxflow:`` keys every loaded config carries, at :class:`~pxflow.pipelines.settings.PxflowSettings`' defaults
+#: (the settings' one place); only these five, since run keys hash the config
+PXFLOW_DEFAULTS: dict[str, Any] = {name: getattr(PxflowSettings, name)
+                                   for name in ("backend", "cpu_threads", "load_workers", "prefetch", "infer_workers")}
 
 
 def packaged_config(filename: str) -> str:

@@ -22,11 +22,12 @@ from pxflow.pipelines.io.inputs import InputEntry, InputItem, iter_inputs
 from pxflow.pipelines.io.uri import input_identity
 
 from .credentials import storage_for
-from pxflow.pipelines.faults import checkpoint
+from pxflow.pipelines.hooks import checkpoint
 from .job import AnnotateJob
 from .lake import Lake
 from .model_cache import get_pipeline, process_stats
-from .rows import RowBuilder, summarize, systematic_failure
+from .rows import RowBuilder, systematic_failure
+from .shard_summary import ShardSummary
 
 SHARD_RETRIES = 2
 
@@ -49,8 +50,8 @@ def run_shard(
     uris: Sequence[str],
     final_attempt: bool = True,
     options: Sequence[dict[str, Any] | None] | None = None,
-) -> dict[str, Any]:
-    """Annotate ``uris`` and commit their rows; returns the shard summary.
+) -> ShardSummary:
+    """Annotate ``uris`` and commit their rows; returns the shard's summary.
 
     ``options`` (one per URI, or None) are per-input predict options from the listing,
     such as a manifest's SAM ``prompt`` column. On a non-final attempt a transient
@@ -62,7 +63,7 @@ def run_shard(
     storage = storage_for(job.s3_block)
     lake = Lake(job.table_root, storage)
     if not job.force and lake.shard_committed(job.run_key, shard_id):
-        return {"shard_id": shard_id, "skipped": True, **summarize([])}
+        return ShardSummary(shard_id, skipped=True)
 
     started, started_at = time.perf_counter(), time.time()
     pipeline = get_pipeline(job.config, job.model_sha256)
@@ -97,17 +98,10 @@ def run_shard(
     # keyed by the shard's inputs (a PDF's identity once, covering all its pages, a page count that shrank included)
     versions = lake.commit_shard(job.run_key, shard_id, job.partition, [input_identity(u) for u in uris], objects, images)
     checkpoint("after_images_commit")
-    return {
-        "shard_id": shard_id,
-        "skipped": False,
-        **summarize(builder.images),
-        "versions": versions,
-        "seconds": round(time.perf_counter() - started, 3),
-        # the wall-clock window of that work: a timeline of the run, and the idle gaps between one worker's shards
-        "started_at": started_at,
-        "finished_at": time.time(),
-        **process_stats(),
-    }
+    # the wall-clock window of that work: a timeline of the run, and the idle gaps between one worker's shards
+    return ShardSummary.of_rows(shard_id, builder.images, versions=versions,
+                                seconds=round(time.perf_counter() - started, 3), started_at=started_at,
+                                finished_at=time.time(), **process_stats())
 
 
 def _items(uri: str, storage, options: dict[str, Any] | None) -> Iterator[InputItem]:
@@ -143,13 +137,11 @@ def _retry_only_transient(task, task_run, state) -> bool:
 
 def _annotate_shard(
     job: AnnotateJob, shard_id: str, shard_index: int, uris: list[str], options: list[dict[str, Any] | None] | None = None
-) -> dict[str, Any]:
+) -> ShardSummary:
     from prefect.runtime import task_run
 
     final = (task_run.run_count or 1) > SHARD_RETRIES
-    summary = run_shard(job, shard_id, uris, final_attempt=final, options=options)
-    summary["shard_index"] = shard_index
-    return summary
+    return run_shard(job, shard_id, uris, final_attempt=final, options=options).at(shard_index)
 
 
 def _make_task():

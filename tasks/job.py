@@ -9,20 +9,25 @@ settings travel as a Prefect block *name*, resolved in the worker (:mod:`.creden
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pxflow.pipelines.config import load_config
 from pxflow.pipelines.overrides import apply_overrides
 from pxflow.pipelines.registry import pipeline_class
-from pxflow.pipelines.retrieval.versions import PinLease, hold_pin, pin_spec
+from pxflow.pipelines.settings import PxflowSettings
 
 from .credentials import storage_for
-
 from .shards import run_key
+
+if TYPE_CHECKING:  # the index versions module loads faiss: imported where an index is used
+    from pxflow.pipelines.retrieval.versions import PinLease
 
 #: loader threads per shard: downloads are latency-bound, so more than the cores
 DEFAULT_DOWNLOAD_WORKERS = 8
+#: how often this process prepared a job (a run prepares it once: the tests count)
+CALLS: Counter = Counter()
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,7 @@ def prepare_job(
     """
     from pxflow.pipelines.models.backends import normalize_device
 
+    CALLS["prepare_job"] += 1
     kwargs = dict(predict_kwargs or {})
     if threshold is not None:
         kwargs["threshold"] = threshold
@@ -96,10 +102,12 @@ def prepare_job(
         "backend": backend,
         "cpu_threads": cpu_threads,
         "load_workers": workers,
-        "prefetch": max(int((base.get("Pxflow") or {}).get("prefetch") or 8), 2 * workers),
+        "prefetch": max(int((base.get("Pxflow") or {}).get("prefetch") or PxflowSettings.prefetch), 2 * workers),
     }
     config = apply_overrides(base, model_dir=model_dir, settings=settings, assignments=assignments, options=kwargs)
     # a versioned index (root/name) is pinned now, once: every shard reads that version, whatever is published meanwhile
+    if kwargs.get("index") is not None or config.get("index") not in (None, "", "None", "null"):
+        from pxflow.pipelines.retrieval.versions import pin_spec
     if kwargs.get("index") is not None:
         kwargs["index"] = pin_spec(kwargs["index"], storage_for(s3_block))
     elif config.get("index") not in (None, "", "None", "null"):
@@ -132,4 +140,8 @@ def lease_index(job: AnnotateJob, holder: str | None = None) -> PinLease | None:
     Raises :class:`~pxflow.pipelines.retrieval.versions.VersionCollected` when gc collected the version
     after :func:`prepare_job` pinned it (CURRENT moved on meanwhile): prepare the job again.
     """
+    if job.index_spec is None:
+        return None
+    from pxflow.pipelines.retrieval.versions import hold_pin
+
     return hold_pin(job.index_spec, storage_for(job.s3_block), holder=holder)[1]

@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 from pxflow.pipelines.io.storage import Storage
 from pxflow.pipelines.io.uri import join_uri
 
-from pxflow.pipelines.faults import checkpoint
+from pxflow.pipelines.hooks import checkpoint
 
 log = logging.getLogger(__name__)
 

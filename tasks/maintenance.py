@@ -31,7 +31,7 @@ import logging
 import time
 from typing import Any, Iterable
 
-from pxflow.pipelines.faults import checkpoint
+from pxflow.pipelines.hooks import checkpoint
 from pxflow.pipelines.io.storage import Storage
 from pxflow.pipelines.io.uri import join_uri
 

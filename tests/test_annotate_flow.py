@@ -155,11 +155,11 @@ def test_key_that_vanishes_after_listing_is_a_not_found_row(s3_server, tmp_path,
     storage.delete(uris[1])  # listed (by the caller) while it existed; gone when the shard reads it
     job = _job(str(tmp_path))
     summary = run_shard(job, "shard1", uris)
-    assert (summary["n_inputs"], summary["n_ok"], summary["error_types"]) == (3, 2, {"not_found": 1})
+    assert (summary.n_inputs, summary.n_ok, summary.error_types) == (3, 2, {"not_found": 1})
     rows = {r["image_uri"]: r for r in read_table(str(tmp_path / "images")).to_pylist()}
     assert rows[uris[1]]["status"] == "error" and rows[uris[1]]["error_type"] == "not_found"
     assert rows[uris[0]]["status"] == rows[uris[2]]["status"] == "ok"
-    assert run_shard(job, "shard1", uris)["skipped"]  # committed: the table's transaction log says so
+    assert run_shard(job, "shard1", uris).skipped  # committed: the table's transaction log says so
 
 
 def test_transient_failures_retry_the_shard_then_stay_retryable(s3_server, prefect_server, tmp_path, monkeypatch):
@@ -180,7 +180,7 @@ def test_transient_failures_retry_the_shard_then_stay_retryable(s3_server, prefe
     lake = Lake(str(tmp_path), storage.default_storage())
     assert lake.open("images") is None  # not committed: the retry redoes it
     summary = run_shard(job, "shardx", uris, final_attempt=True)
-    assert summary["error_types"] == {"download_failed": 2} and summary["n_retryable"] == 2
+    assert summary.error_types == {"download_failed": 2} and summary.n_retryable == 2
     # committed, but as retryable failures: the next run's plan takes them again
     assert lake.annotated(job.run_key, None) == {u: (None, True) for u in uris}
 

@@ -71,7 +71,7 @@ def test_backfill_parameters_are_described():
     from pxflow.flows.backfill import backfill
 
     properties = backfill.parameters.properties
-    assert set(properties) == {"input", "output", "start", "end", "options"}
+    assert set(properties) == {"input", "output", "start", "end", "options", "plan"}
     assert all(p.get("description") for p in properties.values()), properties
 
 

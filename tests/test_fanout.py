@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import COCO_MINI, PICODET_ONNX, ROOT
 from tests.support.annotate_helpers import comparable_rows, read_table
+from tests.support.faults import kill_env
 from tests.support.processes import stop_process
 
 N_IMAGES, SHARD = 6, 2
@@ -79,7 +80,7 @@ def test_every_mode_writes_the_same_rows(prefect_server, tmp_path, images):
     _prefect(env, "--no-prompt", "deploy", "--prefect-file", str(ROOT / "deployments" / "prefect.yaml"), "--name", "gpu")
     kill_once = tmp_path / "killed-one-group"
     worker_env = {**env, "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1",
-                  "PXFLOW_KILL_AT": "after_infer", "PXFLOW_KILL_ONCE": str(kill_once)}
+                  **kill_env("after_infer", once=kill_once)}
     worker = subprocess.Popen([os.path.join(bin_dir, "prefect"), "worker", "start", "--pool", "gpu"], cwd=tmp_path,
                               env=worker_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:

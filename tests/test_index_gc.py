@@ -190,14 +190,15 @@ def test_the_pin_gc_race_either_keeps_the_version_or_refuses_the_pin(tmp_path, w
 def test_an_annotate_job_holds_a_pin_on_its_version_for_the_whole_run(where, config, monkeypatch):
     """The flow's lease (``lease_index`` on the job ``prepare_job`` pinned): gc keeps the version the
     job reads while it runs; the renewals keep it past the first ttl; release lets gc collect it."""
-    from pxflow.flows.annotate import _leased_job
+    from pxflow.flows.annotate import _leased_plan
     from pxflow.flows.options import AnnotateOptions
 
     root, _ = where
     repo = _published(root, "annot", 0)
     monkeypatch.setattr(versions, "PIN_TTL_S", 3.0)  # the lease the flow takes, renewed every second
     options = AnnotateOptions(pipeline=config, predict_kwargs={"index": repo.base, "rec_threshold": 0.0})
-    job, lease = _leased_job(join_uri(root, "_out"), options, None)
+    plan, lease = _leased_plan(join_uri(root, "_out"), options, None)
+    job = plan.job
     assert job.index_spec == f"{repo.base}@v000001" and lease is not None
     try:
         repo.append(_unit_rows(1, 32, 90), ["late"], [{"uri": "late.jpg", "etag": "e"}])

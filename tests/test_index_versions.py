@@ -32,6 +32,7 @@ from pxflow.pipelines.retrieval import IndexData, IndexFormatError, build_index
 from pxflow.pipelines.retrieval.index_data import stored_ids
 from pxflow.pipelines.retrieval.versions import IndexRepo, VersionError, pin_spec, resolve_index
 from tests.conftest import DRINK, ROOT
+from tests.support.faults import kill_env
 from tests.support.shitu_models import make_pipeline, shitu_models  # noqa: F401
 
 CLASSES, PER_CLASS = 12, 5
@@ -348,6 +349,7 @@ CRASH_SCRIPT = textwrap.dedent(
     """
     import sys
     import numpy as np
+    import tests.support.faults  # the kill hook (PXFLOW_KILL_AT)
     from pxflow.pipelines.retrieval.versions import IndexRepo
     root, name = sys.argv[1], sys.argv[2]
     x = np.random.default_rng(5).normal(size=(4, 32)).astype(np.float32)
@@ -361,7 +363,7 @@ def test_a_crash_leaves_current_on_a_complete_version_and_gc_removes_the_orphan(
     root, _ = where
     repo = _base(root, f"crash-{point}")
     before = repo.load()
-    proc = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, root, repo.name], env=_env({"PXFLOW_KILL_AT": f"index_{point}"}),
+    proc = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, root, repo.name], env=_env(kill_env(f"index_{point}")),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]  # died where told, without cleaning up
     assert repo.current_version() == "v000001"

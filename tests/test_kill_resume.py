@@ -1,6 +1,6 @@
 """SIGKILL a run at every commit-relevant point, rerun: the tables equal an uninterrupted run's, row for row.
 
-Kills are real (``PXFLOW_KILL_AT``, :mod:`pxflow.tasks.faults`): the process dies with no
+Kills are real (``PXFLOW_KILL_AT``, :mod:`tests.support.faults`): the process dies with no
 cleanup, as under the OOM killer. Also: a killed Dask worker process, and two ``annotate``
 processes on the same input and output at once.
 """
@@ -19,6 +19,7 @@ from pxflow.flows.annotate import annotate
 from pxflow.flows.options import AnnotateOptions
 from tests.conftest import COCO_MINI, PICODET_ONNX, ROOT
 from tests.support.annotate_helpers import comparable_rows, read_table
+from tests.support.faults import kill_env
 
 N_IMAGES = 12
 SHARD_SIZE = 3  # 4 shards
@@ -57,7 +58,7 @@ def _cli(src: Path, out: Path, env: dict[str, str], *extra: str) -> subprocess.P
 def test_killed_anywhere_then_rerun_equals_an_uninterrupted_run(reference, tmp_path, point):
     src, expected = reference
     out = tmp_path / "out"
-    proc = _cli(src, out, {"PXFLOW_KILL_AT": point})
+    proc = _cli(src, out, kill_env(point))
     log, _ = proc.communicate(timeout=600)
     assert proc.returncode == -signal.SIGKILL, log.decode(errors="replace")[-3000:]
     if (out / "images").exists():  # what survived the kill is whole shards only
@@ -73,7 +74,7 @@ def test_killed_anywhere_then_rerun_equals_an_uninterrupted_run(reference, tmp_p
 def test_a_killed_dask_worker_loses_and_duplicates_nothing(reference, tmp_path):
     src, expected = reference
     out = tmp_path / "out"
-    env = {"PXFLOW_KILL_AT": "after_infer:1", "PXFLOW_KILL_ONCE": str(tmp_path / "killed-once")}
+    env = kill_env("after_infer:1", once=tmp_path / "killed-once")
     proc = _cli(src, out, env, "--runner", "dask", "--workers", "2")
     log, _ = proc.communicate(timeout=600)
     text = log.decode(errors="replace")

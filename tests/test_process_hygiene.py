@@ -21,6 +21,7 @@ import psutil
 import pytest
 
 from tests.conftest import COCO_MINI, DRINK, PICODET_ONNX, ROOT, SHARED
+from tests.support.faults import kill_env
 
 
 def _spawn(tmp_path, argv: list[str], api_url: str | None = None, **env: str) -> subprocess.Popen:
@@ -258,7 +259,7 @@ def test_index_build_sigterm_mid_flow_leaves_no_server(tmp_path, shared_dir):
 @pytest.mark.slow
 def test_index_build_sigkilled_mid_upload_leaves_no_server(tmp_path, shared_dir):
     """The pxflow process SIGKILLs itself while it uploads the new version (``PXFLOW_KILL_AT``): no cleanup runs."""
-    proc = _spawn(tmp_path, _index_build_argv(tmp_path), PXFLOW_KILL_AT="index_mid_upload")
+    proc = _spawn(tmp_path, _index_build_argv(tmp_path), **kill_env("index_mid_upload"))
     seen = _watch_to_exit(proc)
     assert proc.returncode == -signal.SIGKILL, _log(tmp_path)
     _assert_nothing_left(proc, seen, _server_port(seen))

@@ -1,6 +1,6 @@
 """``--replace`` swaps two tables with two Delta commits: a SIGKILL between them must not leave them disagreeing.
 
-The kill is real (``PXFLOW_KILL_AT=between_replace_swaps``, :mod:`pxflow.pipelines.faults`) and hits the
+The kill is real (``PXFLOW_KILL_AT=between_replace_swaps``, :mod:`tests.support.faults`) and hits the
 ``pxflow annotate --replace`` command a user runs. To make the two tables' halves tell apart, the replaced
 input's content changes under the same content tag (same size, same mtime: what ``--replace`` exists for,
 since incremental planning cannot see it), so the old and new ``num_objects`` differ.
@@ -19,6 +19,7 @@ from pxflow.flows.annotate import annotate
 from pxflow.flows.options import AnnotateOptions
 from tests.conftest import COCO_MINI, PICODET_ONNX, ROOT
 from tests.support.annotate_helpers import read_table
+from tests.support.faults import kill_env
 from tests.test_export_eval import PXFLOW, cli_env
 
 PARTITION = "dt=2024-01-01"
@@ -55,7 +56,7 @@ def test_a_kill_between_the_replace_swaps_is_finished_by_a_plain_rerun(prefect_s
     killed = subprocess.run(
         [PXFLOW, "annotate", "--input", str(src), "--output", str(out), "--partition", PARTITION, "--replace",
          "--model-dir", str(PICODET_ONNX), "--threshold", "0.3", "--shard-size", "1", "--no-progress"],
-        cwd=ROOT, env={**cli_env(prefect_server), "PXFLOW_KILL_AT": "between_replace_swaps"},
+        cwd=ROOT, env={**cli_env(prefect_server), **kill_env("between_replace_swaps")},
         capture_output=True, text=True, timeout=600)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     counts, objects = _consistency(out)

@@ -100,6 +100,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pxflow: unknown command {args[0]!r}{suggestion(args[0], SUBCOMMANDS) or ''}"
               " (pxflow --help lists the commands)", file=sys.stderr)
         return 2
+    from pxflow.flows.runners import WORKER_IMPORTS_ENV, import_modules, worker_imports
+
+    try:  # what local workers import (plug-ins, the crash tests' hooks): here too
+        import_modules(worker_imports())
+    except ImportError as exc:
+        print(f"pxflow: {WORKER_IMPORTS_ENV}: cannot import {exc.name or exc}: {exc}", file=sys.stderr)
+        return 2
     if args and args[0] in SUBCOMMANDS:
         from pxflow.pipelines.models.source import ModelUnavailableError
 

@@ -36,6 +36,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 from .errors import CliParser, UsageError, one_line, validation_line
@@ -51,14 +52,17 @@ def _flag(p: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    from pxflow.flows.options import AnnotateOptions
     from pxflow.flows.runners import runner_names
     from pxflow.pipelines.models.backends import backend_names
 
-    _flag(p, "pipeline", default=DEFAULT_PIPELINE,
-          help=f"pipeline name or YAML path (default {DEFAULT_PIPELINE}); its own flags are listed below")
-    _flag(p, "shard-size", type=int, default=None, help="images per shard (default: tasks.shards.DEFAULT_SHARD_SIZE)")
-    _flag(p, "workers", type=int, default=2, help="shards processed at once (threads or worker processes)")
-    _flag(p, "runner", choices=runner_names(), default="thread", help="task runner (default thread)")
+    # no defaults here: a flag not given leaves the AnnotateOptions field at its default (one place)
+    default = {name: field.get_default(call_default_factory=True) for name, field in AnnotateOptions.model_fields.items()}
+    _flag(p, "pipeline", default=None, help=f"pipeline name or YAML path (default {default['pipeline']}); its own flags are listed below")
+    _flag(p, "shard-size", type=int, default=None, help=f"images per shard (default {default['shard_size']})")
+    _flag(p, "workers", type=int, default=None,
+          help=f"shards processed at once (threads or worker processes; default {default['concurrency']})")
+    _flag(p, "runner", choices=runner_names(), default=None, help=f"task runner (default {default['runner']})")
     _flag(p, "dask-address", default=None, help="an existing Dask scheduler (with --runner dask)")
     _flag(p, "ray-address", default=None, help="an existing Ray cluster (with --runner ray)")
     _flag(p, "deployment", default=None, help="with --runner deployment: the shard-group deployment (flow/name)")
@@ -79,7 +83,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     _flag(p, "set", action="append", default=[], metavar="KEY.PATH=VALUE",
           help="config override, e.g. SubModules.Recognition.model_dir=/m (repeatable)")
     _flag(p, "backend", default=None, choices=backend_names(), help="inference backend")
-    _flag(p, "download-workers", type=int, default=None, help="download/decode threads per shard (default 8)")
+    _flag(p, "download-workers", type=int, default=None,
+          help=f"download/decode threads per shard (default {default['download_workers']})")
     _flag(p, "s3-block", default=None, help="Prefect Secret block with S3 settings (JSON)")
     _flag(p, "no-progress", action="store_true", help="no progress bar")
 
@@ -128,7 +133,7 @@ def flow_parameters(args: argparse.Namespace) -> dict[str, Any]:
     from pxflow.pipelines.options import check_options
 
     # the pipeline's flags, typed by its options model now (the loaded pipeline checks them again in preflight)
-    spec = spec_for(args.pipeline)
+    spec = spec_for(args.pipeline or DEFAULT_PIPELINE)
     kwargs = check_options(spec.options_model(), spec.name, given_options(args))
     given = {
         "pipeline": args.pipeline,
@@ -164,9 +169,11 @@ def flow_parameters(args: argparse.Namespace) -> dict[str, Any]:
 def preflight(command: str, params: dict[str, Any], write_check: bool = True) -> None:
     """Everything that can be checked without Prefect, before its server starts (raises ValueError/TypeError).
 
-    Resolves the config, the model identities and the run key; opens the models once and
-    validates the predict options; checks the output's scheme and partitioning and that
-    the input lists something. The loaded pipeline is kept for the run's own shards.
+    Computes the run's :class:`~pxflow.tasks.run_plan.RunPlan` once (config, model identities and
+    checksums, run key; the models opened and the predict options validated; the partitioning
+    checked against the tables) and puts it in ``params["plan"]``: the flow and ``--dry-run`` use it
+    instead of preparing the job again. Also checks the output's scheme and that the input lists
+    something. The loaded pipeline is kept for the run's own shards.
     """
     from pxflow.pipelines.io.storage import default_storage
 
@@ -179,28 +186,31 @@ def preflight(command: str, params: dict[str, Any], write_check: bool = True) ->
         check_location(params["input"], "--input", storage)  # first: before seconds of Prefect imports
         check_location(params["output"], "--output", storage)
 
-    from pxflow.flows.annotate import _address, job_for
+    from pxflow.flows.annotate import _address, check_plan_models, make_plan
     from pxflow.flows.runners import get_runner
     from pxflow.pipelines.io.manifest import iter_entries
     from pxflow.tasks.lake import Lake, parse_partition
-    from pxflow.tasks.model_cache import checked_pipeline
+
     # a GPU the shards' machine (this one) cannot use: exit 2 now, never a quiet CPU run
     runner = get_runner(options.runner)
     runner.check_device(options.device, options.backend, _address(options))
     partition = params.get("partition")
     parse_partition(partition)
-    job = job_for(params["output"], options, partition)
+    # the checks, cheapest first; what they establish goes into the plan the flow is handed
+    plan = make_plan(params["output"], options, partition if command == "annotate" else None, check_tables=False,
+                     check_models=False)
     storage.store_for(params["output"])  # an unknown scheme fails here
     if not options.s3_block:  # with a block, its settings are read by the flow (a Prefect server is needed)
         lake = Lake(params["output"], storage)
         for part in _partitions_written(command, params, storage, partition):
             lake.check_partitioning(part)
+        plan = replace(plan, tables_checked=True)
         if command == "annotate" and not options.allow_empty and next(iter(iter_entries(params["input"], storage)), None) is None:
             raise ValueError(f"{params['input']} lists no images (a typo? --allow-empty accepts an empty run)")
     runner.preflight(options)  # deployment: a server of the user's is asked now, before anything starts
     # shards in this process (runner thread) keep the loaded pipeline; deployment validates on this CPU
-    checked_pipeline(job.on_device(runner.validation_device(job.device)).config, job.model_sha256, job.predict_kwargs,
-                     keep=runner.in_process)
+    check_plan_models(plan.job, options)
+    params["plan"] = replace(plan, models_checked=True)
     if write_check and not options.s3_block:
         lake.check_writable()
 
@@ -238,15 +248,10 @@ class _Progress:
 
 def dry_run(command: str, params: dict[str, Any]) -> dict[str, Any]:
     """What a run would do: list and plan against the tables (no inference, no write, no Prefect server)."""
-    import itertools
-
-    from pxflow.flows.annotate import job_for
-    from pxflow.pipelines.io.manifest import iter_entries
     from pxflow.tasks.credentials import storage_for
-    from pxflow.tasks.lake import Lake
-    from pxflow.tasks.plan import PlanStats, plan
+    from pxflow.tasks.run_plan import plan_shards
 
-    options = params["options"]
+    options, run_plan = params["options"], params["plan"]
     storage = storage_for(None) if not options.s3_block else None
     if storage is None:
         raise ValueError("--dry-run reads the tables directly: use the AWS environment instead of --s3-block")
@@ -261,13 +266,9 @@ def dry_run(command: str, params: dict[str, Any]) -> dict[str, Any]:
     everything = options.force or options.replace
     out: list[dict[str, Any]] = []
     for input_uri, partition in targets:
-        job = job_for(params["output"], options, partition)
-        annotated = {} if everything else Lake(params["output"], storage).annotated(job.run_key, partition)
-        stats = PlanStats()
-        entries = iter_entries(input_uri, storage)
-        if options.limit is not None:
-            entries = itertools.islice(entries, options.limit)
-        shards = sum(1 for _ in plan(entries, annotated, options.shard_size, storage, stats, everything))
+        job = run_plan.for_partition(partition).job
+        stats, planned = plan_shards(job, input_uri, storage, options.shard_size, options.limit, everything)
+        shards = sum(1 for _ in planned)
         out.append({"input": input_uri, "partition": partition, "run_key": job.run_key, **stats.as_dict(),
                     "to_annotate": stats.todo, "shards": shards, "shard_size": options.shard_size})
     return {"dry_run": True, "output": params["output"], "runner": options.runner, "device": options.device,

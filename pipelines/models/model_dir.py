@@ -9,6 +9,7 @@ or ``infer_cfg.yml`` (PaddleDetection exports).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -30,6 +31,20 @@ class ModelDirError(ValueError):
 
 
 def _read_config(path: str) -> dict[str, Any]:
+    """The model's YAML, parsed once per process while its stat is unchanged (a run inspects a model
+    directory when it prepares the job and again when it loads the model); a copy, so callers may edit it."""
+    key = (path, *_stat_key(path))
+    cached = _CONFIG_CACHE.get(key)
+    if cached is None:
+        cached = _CONFIG_CACHE[key] = _parse_config(path)
+    return copy.deepcopy(cached)
+
+
+#: parsed model YAMLs by (path, size, mtime, inode)
+_CONFIG_CACHE: dict[tuple, dict[str, Any]] = {}
+
+
+def _parse_config(path: str) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as f:
             config = yaml.safe_load(f)

@@ -35,9 +35,8 @@ stale). A batch reader that must keep its version for a whole run holds a :class
 (:func:`hold_pin`), which gc honours; see :meth:`IndexRepo.gc` for why gc cannot delete a
 live or pinned version.
 
-Fault injection for tests (:mod:`pxflow.pipelines.faults`): ``PXFLOW_KILL_AT=index_mid_upload`` or
-``index_after_upload`` SIGKILLs a writer in the middle of writing a version, or after writing it
-and before moving CURRENT.
+Crash points (:mod:`pxflow.pipelines.hooks`): ``index_mid_upload`` (in the middle of writing a version) and
+``index_after_upload`` (after writing it, before moving CURRENT), where the crash tests SIGKILL a writer.
 """
 
 from __future__ import annotations
@@ -58,7 +57,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..faults import armed, checkpoint
+from ..hooks import armed, checkpoint
 from ..io.errors import InputError
 from ..io.storage import PreconditionFailed, Storage, default_storage
 from ..io.stores.local import LocalStore
