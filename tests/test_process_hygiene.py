@@ -61,11 +61,12 @@ def _watch_until(proc: subprocess.Popen, ready, timeout: float = 240) -> dict[in
 
 
 def _record(root: psutil.Process, seen: dict[int, psutil.Process]) -> None:
+    """Every descendant alive now; each one's command line read again at every look, so a child first seen
+    between its fork and its exec (its parent's command line) is known by its own before it ends."""
     try:
         for child in root.children(recursive=True):
-            if child.pid not in seen:
-                seen[child.pid] = child
-                _cmd(child)
+            seen.setdefault(child.pid, child)
+            _cmd(seen[child.pid])
     except psutil.Error:
         pass
 
