@@ -90,7 +90,7 @@ def _common(p: argparse.ArgumentParser) -> None:
           help=f"download/decode threads per shard (default {default['download_workers']})")
     _flag(p, "s3-block", default=None, help="Prefect Secret block with S3 settings (JSON)")
     _flag(p, "no-progress", action="store_true", help="no progress bar")
-    add_prefect_flag(p)
+    add_prefect_flag(p, "without a server unless PREFECT_API_URL is set or --runner is not thread")
 
 
 def build_parser(command: str, spec: Any = None) -> argparse.ArgumentParser:

@@ -244,11 +244,10 @@ def prefect_session() -> Iterator[str]:
             yield url
 
 
-def add_prefect_flag(parser: Any) -> None:
+def add_prefect_flag(parser: Any, default: str = "without a server unless PREFECT_API_URL is set") -> None:
     """``--prefect``: run the command as a recorded Prefect flow (a temporary server when none is configured)."""
     parser.add_argument("--prefect", action="store_true",
-                        help="run as a Prefect flow run (on PREFECT_API_URL, else a temporary server); "
-                             "default: without a server unless PREFECT_API_URL is set")
+                        help=f"run as a Prefect flow run (on PREFECT_API_URL, else a temporary server); default: {default}")
 
 
 def prefect_configured() -> bool:
