@@ -6,7 +6,9 @@
 
 Each command is the real CLI (``python -m pxflow.flows`` with the checkout first on ``sys.path``)
 in a fresh process, without ``PREFECT_API_URL`` (a temporary server if the command starts one)
-unless noted. Prints one JSON object: seconds per command and the load average before the run.
+unless noted. ``annotate`` runs inline (no server) where the checkout can (``--prefect`` exists):
+the ``*_temporary_server`` rows then pass ``--prefect``, the ``*_inline`` rows do not.
+Prints one JSON object: seconds per command and the load average before the run.
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ os._exit(code)
 
 #: what an annotate run spends its time in (the flow's own steps are inside ``_run_stoppable``)
 ANNOTATE_PHASES = ",".join([
-    "pxflow.flows.cli.annotate:preflight", "pxflow.flows.annotate:make_plan", "pxflow.tasks.job:prepare_job",
+    "pxflow.flows.cli.annotate:preflight", "pxflow.flows.inline:flow_state", "pxflow.flows.annotate:make_plan", "pxflow.tasks.job:prepare_job",
     "pxflow.tasks.model_cache:checked_pipeline", "pxflow.flows.cli.server:start_temporary_server",
     "pxflow.flows.cli.annotate:_run_stoppable", "pxflow.flows.annotate:_annotate",
     "pxflow.tasks.annotate_shard:run_shard", "pxflow.tasks.run_plan:plan_shards", "pxflow.tasks.lake:Lake.annotated",
@@ -136,11 +138,15 @@ def main() -> None:
 
     result: dict[str, Any] = {"code": str(code), "loadavg_1m_before": round(os.getloadavg()[0], 2)}
     result["bare_predict_10"] = timed([sys.executable, "-c", BARE, str(MODEL), *map(str, sorted(src.iterdir()))], code, env)
+    inline = _has_inline_annotate(code)
     if args.annotate_phases:
-        print(json.dumps(annotate_phases(result, annotate[3:], code, env, work)))
+        print(json.dumps(annotate_phases(result, annotate[3:], code, env, work, inline)))
         return
-    result["annotate_10_temporary_server"] = timed(annotate, code, env)
-    result["annotate_rerun_nothing_new"] = timed(annotate, code, env)
+    if inline:
+        result["annotate_10_inline"] = timed(_to(annotate, work / "out-inline"), code, env)
+        result["annotate_rerun_inline"] = timed(_to(annotate, work / "out-inline"), code, env)
+    result["annotate_10_temporary_server"] = timed(annotate + ["--prefect"] * inline, code, env)
+    result["annotate_rerun_nothing_new"] = timed(annotate + ["--prefect"] * inline, code, env)
     result["eval"] = timed([*cli, "eval", "--output", str(out), "--gt", str(GT)], code, env)
     result["lake_vacuum_nothing_to_delete"] = timed([*cli, "lake", "vacuum", "--output", str(out)], code, env)
     timed([*cli, "index", "build", *index, "--gallery", str(labels), "--gallery_root", str(GALLERY),
@@ -163,19 +169,38 @@ def main() -> None:
     print(json.dumps(result))
 
 
-def annotate_phases(result: dict[str, Any], argv: list[str], code: Path, env: dict[str, str], work: Path) -> dict[str, Any]:
-    """A 10-image ``annotate`` and a rerun with nothing new, on a temporary server and on a running one,
-    each broken down by phase. The first row pays the Prefect database's creation in a fresh
-    ``PREFECT_HOME`` (a user's persists: later runs do not); the others find it."""
-    result["annotate_10_temporary_server_fresh_home"] = phases(argv, code, env)
-    result["annotate_rerun_temporary_server"] = phases(argv, code, env)
+def _has_inline_annotate(code: Path) -> bool:
+    """Whether the checkout's ``annotate`` runs inline without a server (it then has ``--prefect``)."""
+    proc = subprocess.run([sys.executable, "-m", "pxflow.flows", "annotate", "--help"], cwd=code, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(code)})
+    return "--prefect" in proc.stdout
+
+
+def _to(argv: list[str], output: Path) -> list[str]:
+    """``argv`` with ``--output`` set to ``output``."""
+    at = argv.index("--output") + 1
+    return [*argv[:at], str(output), *argv[at + 1:]]
+
+
+def annotate_phases(result: dict[str, Any], argv: list[str], code: Path, env: dict[str, str], work: Path,
+                    inline: bool = False) -> dict[str, Any]:
+    """A 10-image ``annotate`` and a rerun with nothing new, inline (no server: the default where the
+    checkout has it), on a temporary server and on a running one, each broken down by phase. The first
+    temporary-server row pays the Prefect database's creation in a fresh ``PREFECT_HOME`` (a user's
+    persists: later runs do not); the others find it."""
+    if inline:
+        result["annotate_10_inline"] = phases(_to(argv, work / "out-inline"), code, env)
+        result["annotate_rerun_inline"] = phases(_to(argv, work / "out-inline"), code, env)
+    flow = argv + ["--prefect"] * inline
+    result["annotate_10_temporary_server_fresh_home"] = phases(flow, code, env)
+    result["annotate_rerun_temporary_server"] = phases(flow, code, env)
     sys.path.insert(0, str(code))
     from pxflow.flows.cli.server import start_temporary_server
 
     server = start_temporary_server()
     try:
         running = {**env, "PREFECT_API_URL": server.api_url}
-        again = [*argv[:argv.index("--output") + 1], str(work / "out2"), *argv[argv.index("--output") + 2:]]
+        again = _to(argv, work / "out2")
         result["annotate_10_running_server"] = phases(again, code, running)
         result["annotate_rerun_running_server"] = phases(again, code, running)
     finally:

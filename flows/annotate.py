@@ -19,6 +19,12 @@
    complete: it fails, and the next run picks up exactly what is missing. A complete run whose
    inferred inputs all failed (or more than ``options.max_error_rate`` of them) fails too, with
    its summary as the state's data; so does a run stopped by :mod:`.interrupt` (``interrupted``).
+
+The CLI runs this body inline (``annotate.fn``, no Prefect server, :mod:`.inline`) when no server is
+configured, ``--prefect`` is not given and the runner's shards run in this process (``thread``):
+the shards then run as :func:`~pxflow.tasks.annotate_shard.annotate_shard_inline` (the task's
+retries) on a thread pool of ``concurrency``; what exists only in a flow run (artifacts, GPU slot
+limits) is skipped, the tables, summary and report are the same.
 """
 
 from __future__ import annotations
@@ -30,11 +36,10 @@ from collections import deque
 from dataclasses import replace as replace_fields
 from typing import TYPE_CHECKING, Any
 
-from prefect import flow, get_run_logger
-from prefect.futures import as_completed
+from prefect import flow
 from prefect.states import Failed
 
-from pxflow.tasks.annotate_shard import annotate_shard
+from pxflow.tasks.annotate_shard import annotate_shard, annotate_shard_inline
 from pxflow.tasks.credentials import storage_for
 from pxflow.pipelines.hooks import checkpoint
 from pxflow.tasks.job import AnnotateJob, lease_index, prepare_job
@@ -44,6 +49,7 @@ from pxflow.tasks.model_cache import checked_pipeline
 from pxflow.tasks.run_plan import RunPlan, plan_basis, plan_shards
 from pxflow.tasks.shard_summary import ShardSummary
 
+from .inline import in_flow_run, next_done, run_logger, submitter
 from .interrupt import stop_requested
 from .options import AnnotateOptions
 from .progress import report
@@ -124,10 +130,11 @@ def basis_of(output: str, options: AnnotateOptions) -> str:
 @flow(name="annotate-shards", validate_parameters=False)
 def run_shards(
     job: AnnotateJob, input: str, shard_size: int, max_in_flight: int, everything: bool, limit: int | None = None,
-    runner: str = "thread",
+    runner: str = "thread", workers: int = 1,
 ) -> dict[str, Any]:
-    """Plan ``input`` against the tables and stream its shards to ``annotate-shard`` tasks."""
-    logger = get_run_logger()
+    """Plan ``input`` against the tables and stream its shards to ``annotate-shard`` tasks
+    (inline: to :func:`annotate_shard_inline` on ``workers`` threads; a flow run's task runner has its own)."""
+    logger = run_logger()
     storage = storage_for(job.s3_block)
     stats, shards = plan_shards(job, input, storage, shard_size, limit, everything)
     pending: deque = deque()
@@ -140,7 +147,7 @@ def run_shards(
                images_done=sum(s.n_inputs for s in summaries), listed=stats.todo, listing_done=listing_done)
 
     def collect_one() -> None:
-        future = next(as_completed(list(pending)))
+        future = next_done(pending)
         pending.remove(future)
         shard = shard_of.pop(id(future))
         try:
@@ -155,31 +162,33 @@ def run_shards(
                         summary.n_inputs, summary.n_error, summary.n_objects)
         progress(False)
 
-    # on a GPU of this machine, a tag-based global concurrency limit keeps one shard per GPU at a time
-    shard_task = annotate_shard.with_options(tags=get_runner(runner).shard_tags(job.device))
+    # in a flow run on a GPU of this machine, a tag-based global concurrency limit keeps one shard per GPU
+    # at a time (such limits exist only on a Prefect server)
+    shard_task = annotate_shard.with_options(tags=get_runner(runner).shard_tags(job.device)) if in_flow_run() else annotate_shard
     first = True
     planned_all = False
-    while not stop_requested():  # SIGTERM: plan no more shards; those in flight still commit below
-        shard = next(shards, None)
-        if shard is None:
-            planned_all = True
-            break
-        if first:
-            checkpoint("after_plan")
-            first = False
-        options = list(shard.options) if shard.options else None
-        with get_runner(runner).submit_context(job.device):  # dask/ray: the shard asks for one GPU
-            future = shard_task.submit(job, shard.shard_id, shard.index, list(shard.uris), options)
-        shard_of[id(future)] = shard.shard_id
-        pending.append(future)
-        while len(pending) >= max_in_flight:
+    with submitter(shard_task, workers, annotate_shard_inline) as submit:
+        while not stop_requested():  # SIGTERM: plan no more shards; those in flight still commit below
+            shard = next(shards, None)
+            if shard is None:
+                planned_all = True
+                break
+            if first:
+                checkpoint("after_plan")
+                first = False
+            options = list(shard.options) if shard.options else None
+            with get_runner(runner).submit_context(job.device):  # dask/ray: the shard asks for one GPU
+                future = submit(job, shard.shard_id, shard.index, list(shard.uris), options)
+            shard_of[id(future)] = shard.shard_id
+            pending.append(future)
+            while len(pending) >= max_in_flight:
+                collect_one()
+        if not planned_all:
+            logger.warning("stop requested: no new shards after %d planned; waiting for %d in flight", stats.shards,
+                           len(pending))
+        progress(True)
+        while pending:
             collect_one()
-    if not planned_all:
-        logger.warning("stop requested: no new shards after %d planned; waiting for %d in flight", stats.shards,
-                       len(pending))
-    progress(True)
-    while pending:
-        collect_one()
     if stats.duplicates:
         logger.warning("%d input(s) were listed more than once and annotated once", stats.duplicates)
     summaries.sort(key=lambda s: s.shard_index)
@@ -242,7 +251,7 @@ def _annotate(plan: RunPlan, input: str, output: str, options: AnnotateOptions, 
               started: float) -> dict[str, Any]:
     from prefect.runtime import flow_run
 
-    logger = get_run_logger()
+    logger = run_logger()
     job = plan.job
     storage = plan.storage
     lake = Lake(output, storage)
@@ -262,10 +271,13 @@ def _annotate(plan: RunPlan, input: str, output: str, options: AnnotateOptions, 
     if not runner.runs_tasks:
         outcome = runner.fan_out(job, input, options, everything)
     else:
-        task_runner = runner.task_runner(options.concurrency, _address(options), options.device)
-        outcome = run_shards.with_options(task_runner=task_runner)(
-            job, input, options.shard_size, max(2, 2 * options.concurrency), everything, options.limit, options.runner
-        )
+        shards = (job, input, options.shard_size, max(2, 2 * options.concurrency), everything, options.limit,
+                  options.runner)
+        if in_flow_run():
+            task_runner = runner.task_runner(options.concurrency, _address(options), options.device)
+            outcome = run_shards.with_options(task_runner=task_runner)(*shards)
+        else:  # inline (the CLI without a server): the shards on a thread pool here, no task runs
+            outcome = run_shards.fn(*shards, workers=options.concurrency)
     if outcome["plan"]["listed"] == 0 and not options.allow_empty and not outcome.get("interrupted"):
         raise EmptyInputError(f"{input} lists no images (a typo? pass allow_empty to accept an empty run)")
     pruned = 0

@@ -6,7 +6,8 @@ partition is planned incrementally, so a rerun skips what is done, finishes what
 failure left, and picks up a late file in an old partition (just that file). A ``dt=``
 folder with no files is an empty partition (listed under ``empty`` in the summary), not
 a failure. One Prefect artifact per partition (its ``annotate`` subflow's) plus this
-flow's summary.
+flow's summary. Run inline (the CLI without a server, :mod:`.inline`), each partition's
+``annotate`` body runs inline too, and there are no artifacts.
 """
 
 from __future__ import annotations
@@ -15,15 +16,14 @@ import datetime as dt
 import re
 from typing import Any
 
-from prefect import flow, get_run_logger
-
-from prefect.artifacts import create_table_artifact
+from prefect import flow
 
 from pxflow.pipelines.io.uri import join_uri
 from pxflow.tasks.credentials import storage_for
 from pxflow.tasks.run_plan import RunPlan
 
 from .annotate import annotate
+from .inline import flow_state, in_flow_run, run_logger
 from .interrupt import stop_requested
 from .options import AnnotateOptions
 
@@ -70,7 +70,7 @@ def backfill(input: str, output: str, start: str, end: str, options: AnnotateOpt
         plan: the run plan the CLI computed for these options (each partition's subflow uses it, for its partition)
     """
     options = options or AnnotateOptions()
-    logger = get_run_logger()
+    logger = run_logger()
     partitions = date_partitions(input, start, end, storage_for(options.s3_block))
     logger.info("%d partition(s) between %s and %s under %s", len(partitions), start, end, input)
     # a dt= folder that exists but holds nothing is an empty partition, not a typo: its subflow is a
@@ -83,17 +83,21 @@ def backfill(input: str, output: str, start: str, end: str, options: AnnotateOpt
             failed.append(name)
             per_partition.append({"partition": name, "listed": None, "inferred": None, "unchanged": None, "errors": None})
             continue
-        state = annotate(input=join_uri(input, name), output=output, options=per_options, partition=name,
-                         plan=plan.for_partition(name) if plan is not None else None, return_state=True)
+        state = flow_state(annotate, input=join_uri(input, name), output=output, options=per_options, partition=name,
+                           plan=plan.for_partition(name) if plan is not None else None)
         if state.is_completed():
             result = state.result()
             per_partition.append({"partition": name, "listed": result["listed"], "inferred": result["images_inferred"],
                                   "unchanged": result["unchanged"], "errors": result["images_error"]})
-        else:
+        else:  # why, in the log (inline there is no subflow run whose state would show it)
+            logger.warning("partition %s failed: %s", name, state.message)
             failed.append(name)
             per_partition.append({"partition": name, "listed": None, "inferred": None, "unchanged": None, "errors": None})
-    create_table_artifact(table=per_partition, key="backfill-summary",
-                          description=f"backfill {start}..{end}: {len(partitions)} partition(s), {len(failed)} failed")
+    if in_flow_run():  # an artifact needs a Prefect API
+        from prefect.artifacts import create_table_artifact
+
+        create_table_artifact(table=per_partition, key="backfill-summary",
+                              description=f"backfill {start}..{end}: {len(partitions)} partition(s), {len(failed)} failed")
     summary = {"partitions": partitions, "per_partition": per_partition, "failed": failed,
                "annotated": [p["partition"] for p in per_partition if p["inferred"]],
                "unchanged": [p["partition"] for p in per_partition if p["inferred"] == 0 and p["listed"]],

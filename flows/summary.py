@@ -7,12 +7,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from prefect.artifacts import create_markdown_artifact
-
 from pxflow.tasks.job import AnnotateJob
 from pxflow.tasks.lake import Lake
 from pxflow.tasks.runs import runs_row
 from pxflow.tasks.shard_summary import ShardSummary
+
+from .inline import in_flow_run
 
 
 @dataclass
@@ -146,7 +146,13 @@ def error_budget(inferred: int, errors: int, max_error_rate: float) -> dict[str,
 
 
 def publish_summary(summary: RunSummary) -> None:
-    """A Prefect markdown artifact: what the run did and which table versions hold its output."""
+    """A Prefect markdown artifact: what the run did and which table versions hold its output.
+
+    Only in a flow run: an artifact needs a Prefect API (inline, the ``runs`` row and the summary say the same)."""
+    if not in_flow_run():
+        return
+    from prefect.artifacts import create_markdown_artifact
+
     rows = [
         ("listed inputs", summary.listed), ("duplicates in the listing", summary.duplicates),
         ("unchanged (skipped)", summary.unchanged), ("new", summary.new), ("changed", summary.changed),

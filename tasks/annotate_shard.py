@@ -1,7 +1,8 @@
 """Annotate one shard: infer its inputs, then commit their rows to the Delta tables exactly once.
 
 The work itself is :func:`run_shard` (plain Python, testable without Prefect);
-:data:`annotate_shard` wraps it as a Prefect task that owns retries. The output tables,
+:data:`annotate_shard` wraps it as a Prefect task that owns retries, and
+:func:`annotate_shard_inline` retries it the same way without Prefect (a flow body run inline). The output tables,
 not Prefect's database, say what is done: a shard is done when the ``images`` table holds
 its application transaction (:mod:`.lake`). A shard's commit replaces its inputs' rows
 for this run key in ``objects`` then ``images``, so a crash, a killed worker or a
@@ -30,6 +31,8 @@ from .rows import RowBuilder, systematic_failure
 from .shard_summary import ShardSummary
 
 SHARD_RETRIES = 2
+#: seconds before each retry of a shard (Prefect's ``retry_delay_seconds``; inline too)
+RETRY_DELAYS_S = (2, 10)
 
 
 class TransientShardError(RuntimeError):
@@ -116,22 +119,28 @@ def _items(uri: str, storage, options: dict[str, Any] | None) -> Iterator[InputI
 PERMANENT_MARKERS = ("403", "Forbidden", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket")
 
 
+def retryable(exc: BaseException) -> bool:
+    """Whether a shard that raised ``exc`` may pass on a retry (downloads, commit conflicts, connections),
+    never a usage error: the retry rule of the Prefect task and of :func:`annotate_shard_inline` alike."""
+    if isinstance(exc, TransientShardError):
+        return True
+    if isinstance(exc, (ModelFailedError, ValueError, TypeError, PermissionError, KeyError)):
+        return False  # the same model fails the same way; bad options, credentials, data: the same every time
+    if not isinstance(exc, Exception):
+        return False
+    from deltalake.exceptions import CommitFailedError
+
+    if any(marker in str(exc) for marker in PERMANENT_MARKERS):
+        return False
+    return isinstance(exc, (CommitFailedError, OSError, ConnectionError, TimeoutError)) or "conflict" in str(exc).lower()
+
+
 def _retry_only_transient(task, task_run, state) -> bool:
-    """Retry shards that may pass later (downloads, commit conflicts, connections), never usage errors."""
+    """The task's ``retry_condition_fn``: :func:`retryable` of the exception the attempt raised."""
     try:
         state.result()
-    except TransientShardError:
-        return True
-    except ModelFailedError:
-        return False  # the same model fails the same way on a retry
-    except (ValueError, TypeError, PermissionError, KeyError):
-        return False  # bad options, bad credentials, bad data: the same every time
-    except Exception as exc:
-        from deltalake.exceptions import CommitFailedError
-
-        if any(marker in str(exc) for marker in PERMANENT_MARKERS):
-            return False
-        return isinstance(exc, (CommitFailedError, OSError, ConnectionError, TimeoutError)) or "conflict" in str(exc).lower()
+    except BaseException as exc:  # noqa: BLE001 - classified, not handled
+        return retryable(exc)
     return False
 
 
@@ -144,6 +153,22 @@ def _annotate_shard(
     return run_shard(job, shard_id, uris, final_attempt=final, options=options).at(shard_index)
 
 
+def annotate_shard_inline(
+    job: AnnotateJob, shard_id: str, shard_index: int, uris: list[str], options: list[dict[str, Any] | None] | None = None
+) -> ShardSummary:
+    """The ``annotate-shard`` task without Prefect (a flow body run inline, :mod:`pxflow.flows.inline`):
+    the same attempts, delays and retry rule as the task's options, so a transient failure is retried
+    and its last attempt commits ``retryable`` rows, exactly as in a flow run."""
+    for attempt in range(SHARD_RETRIES + 1):
+        try:
+            return run_shard(job, shard_id, uris, final_attempt=attempt == SHARD_RETRIES, options=options).at(shard_index)
+        except Exception as exc:
+            if attempt == SHARD_RETRIES or not retryable(exc):
+                raise
+            time.sleep(RETRY_DELAYS_S[attempt])
+    raise AssertionError("unreachable")
+
+
 def _make_task():
     from prefect import task
     from prefect.cache_policies import NO_CACHE
@@ -154,7 +179,7 @@ def _make_task():
         name="annotate-shard",
         task_run_name="shard-{shard_index}-{shard_id}",
         retries=SHARD_RETRIES,
-        retry_delay_seconds=[2, 10],
+        retry_delay_seconds=list(RETRY_DELAYS_S),
         retry_condition_fn=_retry_only_transient,
         cache_policy=NO_CACHE,
         persist_result=False,

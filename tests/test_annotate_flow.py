@@ -185,6 +185,44 @@ def test_transient_failures_retry_the_shard_then_stay_retryable(s3_server, prefe
     assert lake.annotated(job.run_key, None) == {u: (None, True) for u in uris}
 
 
+def test_inline_shards_retry_transient_failures_as_the_task_does(s3_server, prefect_server, tmp_path, monkeypatch):
+    """Run inline (no flow run) a shard gets the task's attempts: two retried transient failures, then a final
+    attempt that commits retryable rows; the retry rule is the task's."""
+    from dataclasses import replace
+
+    from deltalake.exceptions import CommitFailedError
+    from prefect.blocks.system import Secret
+
+    from pxflow.tasks import annotate_shard as shard_module
+    from pxflow.tasks.annotate_shard import ModelFailedError, annotate_shard_inline, retryable
+    from tests.support.s3_server import free_port
+
+    monkeypatch.setattr(storage, "S3_MAX_ATTEMPTS", 1)
+    monkeypatch.setattr(storage, "S3_READ_ATTEMPTS", 1)
+    monkeypatch.setattr(shard_module, "RETRY_DELAYS_S", (0, 0))  # the delays are Prefect's; the attempts matter here
+    attempts: list[bool] = []
+    real_run_shard = shard_module.run_shard
+
+    def counted(*args, final_attempt: bool, **kwargs):
+        attempts.append(final_attempt)
+        return real_run_shard(*args, final_attempt=final_attempt, **kwargs)
+
+    monkeypatch.setattr(shard_module, "run_shard", counted)
+    Secret(value=json.dumps({"endpoint_url": f"http://127.0.0.1:{free_port()}"})).save("pxflow-s3-down", overwrite=True)
+    job = replace(_job(str(tmp_path)), s3_block="pxflow-s3-down")  # S3 is down (nothing listens there)
+    uris = ["s3://pxflow-test/down/a.jpg", "s3://pxflow-test/down/b.jpg"]
+    summary = annotate_shard_inline(job, "shardx", 7, uris)
+    assert attempts == [False, False, True]  # SHARD_RETRIES retries, then the final attempt
+    assert summary.shard_index == 7 and summary.error_types == {"download_failed": 2} and summary.n_retryable == 2
+    from pxflow.tasks.lake import Lake
+
+    assert Lake(str(tmp_path), storage.default_storage()).annotated(job.run_key, None) == {u: (None, True) for u in uris}
+    # what is retried: what may pass later; never a usage or model error, nor a refused credential
+    assert retryable(TransientShardError("x")) and retryable(CommitFailedError("x")) and retryable(ConnectionError("x"))
+    assert not any(retryable(e) for e in (ModelFailedError("x"), ValueError("x"), PermissionError("x"),
+                                          OSError("403 Forbidden"), RuntimeError("x")))
+
+
 def test_manifest_input_with_thread_runner(prefect_server, tmp_path, shared_dir):
     from pxflow.flows.annotate import annotate
 

@@ -1,4 +1,5 @@
-"""Maintenance and evaluation commands run without a Prefect server (issue 19, item 9); flags have
+"""Maintenance and evaluation commands, and annotate with its thread runner, run without a Prefect server
+(issue 19, item 9); flags have
 both spellings and typos get a "did you mean" (item 10).
 
 Every command runs as the real console script in a subprocess without ``PREFECT_API_URL`` and with
@@ -10,6 +11,7 @@ index of real drink-gallery embeddings.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,15 +20,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import COCO_MINI, DRINK, ROOT, SHARED
+from tests.conftest import COCO_MINI, DRINK, PICODET_ONNX, ROOT, SHARED
+from tests.support.annotate_helpers import comparable_rows, read_table
 from tests.test_export_eval import GT, annotate_into, coco_uris, last_json, table_rows
 
 PXFLOW = str(Path(sys.executable).parent / "pxflow")
 EMBEDDING = SHARED / "models" / "MobileNetV1_embedding_coral"
 
 
-def run_watched(args: list[str], home: Path, **env: str) -> tuple[subprocess.CompletedProcess, set[str]]:
-    """Run ``pxflow args``; returns the result and the command lines of Prefect servers it started."""
+def run_watched(args: list[str], home: Path, every: set[str] | None = None,
+                **env: str) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """Run ``pxflow args``; returns the result and the command lines of Prefect servers it started.
+
+    ``every``: filled with the command line of every descendant process and every port the command
+    or a descendant listened on (``listen:PORT``)."""
     import psutil
 
     full = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_UI_URL")}
@@ -38,15 +45,28 @@ def run_watched(args: list[str], home: Path, **env: str) -> tuple[subprocess.Com
     deadline = time.monotonic() + 600
     while proc.poll() is None and time.monotonic() < deadline:
         try:
-            for child in parent.children(recursive=True):
+            children = parent.children(recursive=True)
+            for child in children:
                 line = " ".join(child.cmdline())
                 if "prefect.server" in line:
                     servers.add(line)
+                if every is not None:
+                    every.add(line)
+            if every is not None:
+                every.update(f"listen:{c.laddr.port}" for p in (parent, *children) for c in p.net_connections("inet")
+                             if c.status == psutil.CONN_LISTEN)
         except psutil.Error:
             pass
         time.sleep(0.05)
     stdout, stderr = proc.communicate(timeout=60)
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), servers
+
+
+def printed_json(stdout: str) -> dict:
+    """The indented JSON summary ``annotate``/``backfill`` print last."""
+    lines = stdout.splitlines()
+    start = max(i for i, line in enumerate(lines) if line == "{")
+    return json.loads("\n".join(lines[start:]))
 
 
 def assert_no_server(proc: subprocess.CompletedProcess, servers: set[str], home: Path) -> None:
@@ -74,8 +94,6 @@ def test_eval_export_and_lake_run_without_a_prefect_server(detections, tmp_path)
     dets = tmp_path / "dets.json"
     proc, servers = run_watched(["export", "coco", "--output", detections, "--out", str(dets)], home)
     assert_no_server(proc, servers, home)
-    import json
-
     assert len(json.loads(dets.read_text())) == len(table_rows(detections, "objects"))
 
     proc, servers = run_watched(["lake", "optimize", "--output", detections], home)
@@ -108,6 +126,67 @@ def test_index_commands_run_without_a_prefect_server(tmp_path, shared_dir):
         assert_no_server(proc, servers, home)
     assert last_json(proc.stdout)["deleted"] == ["v000001", "v000002"] and last_json(proc.stdout)["current"] == "v000003"
     assert "telemetry" not in proc.stderr.lower()
+
+
+def test_annotate_runs_inline_without_any_process_or_port_and_writes_the_rows_of_a_flow_run(tmp_path, shared_dir):
+    """``pxflow annotate`` (runner thread, no PREFECT_API_URL): no server, no child process, no listening
+    port, no Prefect database; the same rows, runs row and report as the same run with ``--prefect``."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for path in sorted((COCO_MINI / "images").iterdir())[:6]:
+        (src / path.name).symlink_to(path)
+
+    def argv(out: Path, *extra: str) -> list[str]:
+        return ["annotate", "--input", str(src), "--output", str(out), "--model-dir", str(PICODET_ONNX),
+                "--shard-size", "2", "--workers", "2", "--no-progress", *extra]
+
+    home, every = tmp_path / "home", set()
+    proc, servers = run_watched(argv(tmp_path / "inline"), home, every=every)
+    assert_no_server(proc, servers, home)
+    assert every == set(), every  # not even the reaper: nothing to reap, nothing listening
+    assert "Beginning flow run" not in proc.stderr  # no flow run either
+    flow_home = tmp_path / "flow-home"
+    flow, flow_servers = run_watched(argv(tmp_path / "flow", "--prefect"), flow_home)
+    assert flow.returncode == 0, flow.stderr[-3000:]
+    assert flow_servers and (flow_home / "prefect.db").exists() and "Beginning flow run" in flow.stderr
+
+    for table in ("images", "objects"):
+        assert comparable_rows(str(tmp_path / "inline" / table)) == comparable_rows(str(tmp_path / "flow" / table))
+    assert len(comparable_rows(str(tmp_path / "inline" / "objects"))) > 0
+    (run,) = read_table(str(tmp_path / "inline" / "runs")).to_pylist()
+    assert run["complete"] and run["listed"] == 6 and run["shards_committed"] == 3 and run["images_error"] == 0
+    assert {r["flow_run_id"] for r in read_table(str(tmp_path / "inline" / "images")).to_pylist()} == {run["flow_run_id"]}
+    assert (tmp_path / "inline" / "_reports" / f"{run['flow_run_id']}.html").is_file()
+    printed = printed_json(proc.stdout)  # the summary the command prints
+    assert printed["complete"] and printed["shards_committed"] == 3 and printed["objects_written"] > 0, printed
+
+    rerun, servers = run_watched(argv(tmp_path / "inline"), home)  # nothing new: every shard skipped, no server
+    assert_no_server(rerun, servers, home)
+    assert printed_json(rerun.stdout)["unchanged"] == 6 and printed_json(rerun.stdout)["images_inferred"] == 0
+
+
+def test_backfill_runs_each_partition_inline_without_a_server(tmp_path, shared_dir):
+    """``pxflow backfill`` (runner thread, no PREFECT_API_URL): each partition's annotate body runs inline (a
+    subflow call would need a server), one partition's rows per ``dt``; the rerun finds both unchanged."""
+    images = sorted((COCO_MINI / "images").iterdir())
+    src = tmp_path / "in"
+    for part, files in {"dt=2024-01-01": images[0:2], "dt=2024-01-02": images[2:3], "dt=2024-02-01": images[3:4]}.items():
+        (src / part).mkdir(parents=True)
+        for f in files:
+            (src / part / f.name).symlink_to(f)
+    argv = ["backfill", "--input", str(src), "--output", str(tmp_path / "out"), "--start", "2024-01-01",
+            "--end", "2024-01-31", "--model-dir", str(PICODET_ONNX), "--no-progress"]
+    home = tmp_path / "home"
+    proc, servers = run_watched(argv, home)
+    assert_no_server(proc, servers, home)
+    rows = read_table(str(tmp_path / "out" / "images")).to_pylist()
+    assert sorted((r["dt"], r["image_uri"].rsplit("/", 1)[-1]) for r in rows) == sorted(
+        [("2024-01-01", images[0].name), ("2024-01-01", images[1].name), ("2024-01-02", images[2].name)])
+    assert len(read_table(str(tmp_path / "out" / "runs")).to_pylist()) == 2  # one annotate run per partition
+    assert printed_json(proc.stdout)["annotated"] == ["dt=2024-01-01", "dt=2024-01-02"]
+    rerun, servers = run_watched(argv, home)
+    assert_no_server(rerun, servers, home)
+    assert printed_json(rerun.stdout)["unchanged"] == ["dt=2024-01-01", "dt=2024-01-02"]
 
 
 def test_prefect_flag_runs_the_flow_on_a_temporary_server_without_dead_links_or_telemetry(detections, tmp_path):

@@ -157,7 +157,8 @@ def _committed(out: str) -> bool:
 
 @pytest.mark.slow
 def test_sigterm_mid_run_leaves_no_server(tmp_path, shared_dir):
-    proc, out = _start(tmp_path)
+    # --prefect: a flow run on a temporary server (without it, annotate starts none: tests/test_cli_no_server.py)
+    proc, out = _start(tmp_path, "--prefect")
     try:
         seen = _watch_until(proc, lambda s: _servers(s) and _committed(out))
         (server,) = _servers(seen)

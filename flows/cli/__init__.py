@@ -31,7 +31,7 @@ SUBCOMMANDS = {
 }
 
 DESCRIPTIONS = {
-    "annotate": "annotate images under a prefix or manifest into Delta tables (a Prefect flow)",
+    "annotate": "annotate images under a prefix or manifest into Delta tables (a Prefect flow, run inline without a server)",
     "backfill": "annotate the dt=YYYY-MM-DD partitions between two dates (one annotate subflow each)",
     "index": "build, append to or remove from a PP-ShiTu index",
     "eval": "COCOeval of an annotate output against ground truth",
@@ -68,7 +68,8 @@ def top_level_help() -> str:
         "pipelines (--pipeline NAME, or a pipeline YAML):",
         *(f"  {name}" for name in _pipeline_names()),
         "",
-        "eval, export, lake and index run without a Prefect server unless PREFECT_API_URL is set or --prefect is given.",
+        "annotate and backfill (--runner thread), eval, export, lake and index run without a Prefect server",
+        "unless PREFECT_API_URL is set or --prefect is given.",
     ]
     return "\n".join(lines)
 

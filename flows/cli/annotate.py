@@ -1,9 +1,12 @@
 """``pxflow annotate`` and ``pxflow backfill``: the bulk flows from the command line.
 
-With nothing configured the flows run right here: tasks on threads (or a local
-Dask cluster with ``--runner dask``), Prefect on its embedded ephemeral server,
-outputs wherever ``--output`` points (a local folder or ``s3://``). With
-``PREFECT_API_URL`` set, the same command reports to that server.
+With nothing configured the flows run right here, outputs wherever ``--output`` points (a
+local folder or ``s3://``). With the default ``--runner thread`` and no ``PREFECT_API_URL``
+the flow body runs inline: no Prefect server, no flow or task runs, the shards on a thread
+pool of ``--workers`` with the shard task's retries (:mod:`pxflow.flows.inline`); same
+tables, summary, report and exit codes, no artifacts. ``--prefect``, ``PREFECT_API_URL`` or
+a runner whose shards leave this process (process, dask, ray, deployment) run it as a
+Prefect flow run: on ``PREFECT_API_URL`` when set, else on a temporary server.
 
 Flags are kebab-case; the PaddleX-style snake_case spellings are aliases. The pipeline's own
 flags (``--threshold`` for the detectors, ``--prompt-type``/``--prompt`` for
@@ -19,7 +22,7 @@ budget (``--max-error-rate``: every inferred input failed, or more than that sha
 usage errors (one stderr line), 143 when SIGTERM stopped it (the summary says ``interrupted``).
 
 Nothing outlives the command (:mod:`flows.cli.server`, shared by every flow command):
-without ``PREFECT_API_URL`` it starts the temporary Prefect server itself (a child that
+for a flow run without ``PREFECT_API_URL`` it starts the temporary Prefect server itself (a child that
 dies with it, even on SIGKILL), points every worker at it, and a small reaper process ends
 whatever else it started (Dask workers ...) if the command is killed. SIGTERM during the flow
 stops planning: shards already committed (and those in flight) stay, the summary is printed,
@@ -37,11 +40,11 @@ import signal
 import sys
 import time
 from dataclasses import replace
-from typing import Any
+from typing import Any, Callable
 
 from .errors import CliParser, UsageError, one_line, validation_line
 from .pipeline_flags import add_pipeline_flags, given_options, refuse_other_pipelines_flags, requested_pipeline, spec_for
-from .server import drain_events, prefect_session
+from .server import PrefectScope, add_prefect_flag, drain_events, sigterm_as_exit
 from .spellings import both_spellings
 
 
@@ -87,6 +90,7 @@ def _common(p: argparse.ArgumentParser) -> None:
           help=f"download/decode threads per shard (default {default['download_workers']})")
     _flag(p, "s3-block", default=None, help="Prefect Secret block with S3 settings (JSON)")
     _flag(p, "no-progress", action="store_true", help="no progress bar")
+    add_prefect_flag(p, "without a server unless PREFECT_API_URL is set or --runner is not thread")
 
 
 def build_parser(command: str, spec: Any = None) -> argparse.ArgumentParser:
@@ -344,11 +348,14 @@ def _run(command: str, args: argparse.Namespace, params: dict[str, Any]) -> int:
     from pxflow.flows.backfill import backfill
     from pxflow.flows.interrupt import clear_stop, stop_requested
     from pxflow.flows.progress import set_progress_callback
+    from pxflow.flows.runners import get_runner
 
-    with prefect_session():
-        if command == "annotate":
-            from pxflow.flows.runners import get_runner
-
+    options = params["options"]
+    # inline (no server, no flow runs) unless --prefect, PREFECT_API_URL, or shards that leave this process
+    with PrefectScope(inline=not args.prefect and get_runner(options.runner).in_process) as prefect, sigterm_as_exit():
+        if not prefect.inline or options.s3_block:  # a block's S3 settings are read through the Prefect API
+            prefect.ensure()
+        if command == "annotate" and not prefect.inline:
             try:  # the temporary server just started: only now can it be asked (preflight asked a server of yours)
                 get_runner(params["options"].runner).check_server(params["options"])
             except ValueError as exc:
@@ -359,7 +366,7 @@ def _run(command: str, args: argparse.Namespace, params: dict[str, Any]) -> int:
         clear_stop()
         try:
             flow_fn = backfill if command == "backfill" else annotate
-            state = _run_stoppable(flow_fn, params)
+            state = _run_stoppable(lambda: prefect.state(flow_fn, **params))
         finally:
             set_progress_callback(None)
             progress.close()
@@ -374,7 +381,8 @@ def _run(command: str, args: argparse.Namespace, params: dict[str, Any]) -> int:
                 state.result()
             except Exception as exc:
                 failure = f"pxflow {command}: {type(exc).__name__}: {exc}"
-        flush_events(state.state_details.flow_run_id, expected)
+        if not prefect.inline:
+            flush_events(state.state_details.flow_run_id, expected)
     if result is not None:
         print(json.dumps(_brief(result), indent=1, default=str))
     if completed:
@@ -395,12 +403,13 @@ def _run(command: str, args: argparse.Namespace, params: dict[str, Any]) -> int:
     return 1
 
 
-def _run_stoppable(flow_fn: Any, params: dict[str, Any]) -> Any:
-    """The flow's final state; while it runs, the first SIGTERM stops planning (shards in flight commit,
-    the summary is printed, exit 143: :mod:`pxflow.flows.interrupt`) and a second one ends the command.
+def _run_stoppable(run: Callable[[], Any]) -> Any:
+    """``run()``: the flow's final state; while it runs, the first SIGTERM stops planning (shards in flight
+    commit, the summary is printed, exit 143: :mod:`pxflow.flows.interrupt`) and a second one ends the command.
 
     The flow runs in a thread of its own: Prefect's engine replaces the main thread's SIGTERM handler
-    with one that crashes the run ("Crash detected!"), and it installs none outside the main thread.
+    with one that crashes the run ("Crash detected!"), and it installs none outside the main thread;
+    an inline body runs there too, so the main thread is free to take the signal.
     """
     import contextvars
     import threading
@@ -416,12 +425,12 @@ def _run_stoppable(flow_fn: Any, params: dict[str, Any]) -> Any:
 
     def target() -> None:
         try:
-            outcome["state"] = flow_fn(**params, return_state=True)
+            outcome["state"] = run()
         except BaseException as exc:  # re-raised in the main thread
             outcome["error"] = exc
 
     if threading.current_thread() is not threading.main_thread():  # no signals here: just run it
-        return flow_fn(**params, return_state=True)
+        return run()
     thread = threading.Thread(target=contextvars.copy_context().run, args=(target,), name="pxflow-flow", daemon=True)
     previous = signal.signal(signal.SIGTERM, handler)
     try:

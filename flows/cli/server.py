@@ -11,7 +11,8 @@ With ``PREFECT_API_URL`` set that server is used and nothing is started.
 Maintenance and evaluation commands (eval, export, lake, index) need no server at all: their
 :class:`PrefectScope` is made ``inline`` and :meth:`PrefectScope.call` runs the flow's body as
 plain Python (``flow.fn``, see :mod:`pxflow.flows.inline`) unless ``PREFECT_API_URL`` is set or
-the command got ``--prefect``. A temporary server sends no telemetry and its runs print no
+the command got ``--prefect``. So do ``annotate`` and ``backfill`` when their runner's shards run
+in this process (``thread``): :meth:`PrefectScope.state`. A temporary server sends no telemetry and its runs print no
 "View at" links (they would point at a server gone when the command ends).
 
 The session also turns SIGTERM into ``SystemExit`` (cleanup runs, like Ctrl-C) and starts a small
@@ -224,23 +225,29 @@ def _terminate(signum: int, frame: Any) -> None:  # SIGTERM ends the run like Ct
 
 
 @contextlib.contextmanager
-def prefect_session() -> Iterator[str]:
-    """Around a command's flow calls: SIGTERM as ``SystemExit``, the reaper, and :func:`prefect_api`."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+def sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM raises ``SystemExit(143)`` in the block (cleanup runs, like Ctrl-C); the handler before it after."""
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        start_reaper()
-        with prefect_api() as url:
-            yield url
+        yield
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
-def add_prefect_flag(parser: Any) -> None:
+@contextlib.contextmanager
+def prefect_session() -> Iterator[str]:
+    """Around a command's flow calls: SIGTERM as ``SystemExit``, the reaper, and :func:`prefect_api`."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    with sigterm_as_exit():
+        start_reaper()
+        with prefect_api() as url:
+            yield url
+
+
+def add_prefect_flag(parser: Any, default: str = "without a server unless PREFECT_API_URL is set") -> None:
     """``--prefect``: run the command as a recorded Prefect flow (a temporary server when none is configured)."""
     parser.add_argument("--prefect", action="store_true",
-                        help="run as a Prefect flow run (on PREFECT_API_URL, else a temporary server); "
-                             "default: without a server unless PREFECT_API_URL is set")
+                        help=f"run as a Prefect flow run (on PREFECT_API_URL, else a temporary server); default: {default}")
 
 
 def prefect_configured() -> bool:
@@ -286,6 +293,15 @@ class PrefectScope:
             return flow.fn(**params)
         self.ensure()
         return flow(**params)
+
+    def state(self, flow: Any, **params: Any) -> Any:
+        """The final ``State`` of ``flow(**params)``: a flow run on the Prefect API (call :meth:`ensure` first,
+        in the main thread); inline, the body's outcome as a state (:func:`pxflow.flows.inline.flow_state`)."""
+        from pxflow.flows.inline import flow_state
+
+        if not self.inline:
+            self.ensure()
+        return flow_state(flow, inline=self.inline, **params)
 
     def __enter__(self) -> "PrefectScope":
         return self
