@@ -352,7 +352,7 @@ def _run(command: str, args: argparse.Namespace, params: dict[str, Any]) -> int:
 
     options = params["options"]
     # inline (no server, no flow runs) unless --prefect, PREFECT_API_URL, or shards that leave this process
-    with PrefectScope(inline=not args.prefect and get_runner(options.runner).in_process) as prefect, sigterm_as_exit():
+    with PrefectScope(inline=not args.prefect and get_runner(options.runner).runs_inline) as prefect, sigterm_as_exit():
         if not prefect.inline or options.s3_block:  # a block's S3 settings are read through the Prefect API
             prefect.ensure()
         if command == "annotate" and not prefect.inline:

@@ -334,7 +334,7 @@ def _inline(args: argparse.Namespace) -> bool:
     shards out to a runner whose shards leave this process (dask, ray: their flow run owns the cluster)."""
     from pxflow.flows.runners import get_runner
 
-    return not args.prefect and get_runner(getattr(args, "runner", None) or "thread").in_process
+    return not args.prefect and get_runner(getattr(args, "runner", None) or "thread").runs_inline
 
 
 def versioned_main(args: argparse.Namespace) -> int:

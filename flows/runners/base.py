@@ -28,11 +28,16 @@ class Runner(ABC):
     #: a module the runner needs (``prefect_dask``) and the pxflow extra that installs it (``dask``)
     required_module: str | None = None
     extra: str | None = None
-    #: the shards run in the flow's own process: the pipeline loaded by the preflight is theirs to reuse,
-    #: and a CLI command can run the flow body without a Prefect server (``pxflow index``)
+    #: the shards run in the flow's own process: the pipeline loaded by the preflight is theirs to reuse
     in_process: bool = False
     #: the shards are tasks of this flow run (:meth:`task_runner`); False: :meth:`fan_out` replaces them
     runs_tasks: bool = True
+
+    @property
+    def runs_inline(self) -> bool:
+        """With no Prefect server configured, the CLI may run the flow body inline and the shards as plain
+        functions on a thread pool of its own, without this runner's :meth:`task_runner`. Default: no."""
+        return False
 
     @abstractmethod
     def task_runner(self, concurrency: int, address: str | None = None, device: str = "cpu") -> Any:
