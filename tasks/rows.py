@@ -112,7 +112,7 @@ class RowBuilder:
         self.flow_run_id = flow_run_id
         self.result_class = result_class
         self.objects_schema = objects_schema(result_class)
-        self.record_columns = tuple(self.objects_schema.names[len(COMMON_FIELDS) + 2 :])  # the fragment, declared order (after page_index, object_index)
+        self.record_columns = tuple(result_class.record_schema().names)  # the fragment, declared order
         self.integer_columns = frozenset(
             n for n in self.record_columns if pa.types.is_integer(self.objects_schema.field(n).type))
         self.annotated_at = datetime.now(timezone.utc)
