@@ -84,12 +84,12 @@ os._exit(code)
 
 #: what an annotate run spends its time in (the flow's own steps are inside ``_run_stoppable``)
 ANNOTATE_PHASES = ",".join([
-    "pxflow.flows.cli.annotate:preflight", "pxflow.flows.inline:flow_state", "pxflow.flows.annotate:make_plan", "pxflow.tasks.job:prepare_job",
+    "pxflow.flows.cli.annotate:preflight", "pxflow.flows.inline:flow_state", "pxflow.flows.annotate_run:make_plan", "pxflow.tasks.job:prepare_job",
     "pxflow.tasks.model_cache:checked_pipeline", "pxflow.flows.cli.server:start_temporary_server",
-    "pxflow.flows.cli.annotate:_run_stoppable", "pxflow.flows.annotate:_annotate",
+    "pxflow.flows.cli.annotate:_run_stoppable", "pxflow.flows.annotate_run:_annotate",
     "pxflow.tasks.annotate_shard:run_shard", "pxflow.tasks.run_plan:plan_shards", "pxflow.tasks.lake:Lake.annotated",
-    "pxflow.tasks.lake:Lake.open", "pxflow.tasks.lake:Lake.commit_shard", "pxflow.flows.annotate:run_summary",
-    "pxflow.flows.annotate:publish_summary", "pxflow.flows.annotate:publish_report",
+    "pxflow.tasks.lake:Lake.open", "pxflow.tasks.lake:Lake.commit_shard", "pxflow.flows.annotate_run:run_summary",
+    "pxflow.flows.annotate_run:publish_summary", "pxflow.flows.annotate_run:publish_report",
     "pxflow.flows.cli.annotate:flush_events", "pxflow.flows.cli.server:TemporaryServer.stop",
 ])
 

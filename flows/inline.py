@@ -12,23 +12,45 @@ run and the plain thing outside one:
   (many in a thread pool, like the thread task runner);
 - :func:`submitter` / :func:`next_done`: a stream of task submissions (the annotate shards), to the
   flow's task runner or to a thread pool;
-- :func:`flow_state`: a (sub)flow's final state, or its body's outcome as one;
-- :func:`in_flow_run`: for what only exists in a run (artifacts, concurrency limits).
+- :func:`flow_state`: a (sub)flow's final state, or its body's outcome as one (:class:`InlineState`);
+- :func:`failed_state`: what a body returns to end its run failed with a result (Prefect's ``Failed``);
+- :func:`in_flow_run` / :func:`flow_run_id`: for what only exists in a run (artifacts, concurrency limits).
+
+None of them imports Prefect outside a flow run: an inline body (the CLI's default) never pays
+Prefect's ~1 s import. The flows themselves are the same bodies decorated in Prefect modules
+(:mod:`.annotate`, :mod:`.backfill`), which a flow run imports anyway.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 
 def in_flow_run() -> bool:
-    """True inside a Prefect flow run (a Prefect API records it), False when a body runs inline."""
+    """True inside a Prefect flow run (a Prefect API records it), False when a body runs inline.
+
+    A process that never imported Prefect's run context cannot be in a flow run, so the question
+    is answered without importing Prefect (which takes ~1 s)."""
+    if "prefect.context" not in sys.modules:
+        return False
     from prefect.context import FlowRunContext
 
     return FlowRunContext.get() is not None
+
+
+def flow_run_id() -> str | None:
+    """The current flow run's id, None inline."""
+    if not in_flow_run():
+        return None
+    from prefect.runtime import flow_run
+
+    run_id = flow_run.get_id()
+    return None if run_id is None else str(run_id)
 
 
 def run_logger() -> logging.Logger | logging.LoggerAdapter:
@@ -82,22 +104,57 @@ def next_done(futures: Sequence[Any]) -> Any:
     return next(future for future in futures if future in done)
 
 
+class FailedRunError(RuntimeError):
+    """An inline body ended failed without an exception of its own (:func:`failed_state`): its message."""
+
+
+@dataclass
+class InlineState:
+    """How an inline body ended, read like the Prefect ``State`` a flow run ends in (the part callers use:
+    :meth:`is_completed`, :meth:`result`, ``message``), without importing Prefect."""
+
+    completed: bool
+    data: Any = None
+    message: str | None = None
+
+    def is_completed(self) -> bool:
+        return self.completed
+
+    def is_failed(self) -> bool:
+        return not self.completed
+
+    def result(self, raise_on_failure: bool = True) -> Any:
+        """The body's value; failed: its exception raised (or a :class:`FailedRunError` with the message),
+        or with ``raise_on_failure=False`` the data as is (a summary, or the exception), as Prefect does."""
+        if not self.completed and raise_on_failure:
+            raise self.data if isinstance(self.data, BaseException) else FailedRunError(self.message)
+        return self.data
+
+
+def failed_state(message: str, data: Any = None) -> Any:
+    """What a body returns to end failed with ``data`` as its result (a summary): Prefect's ``Failed`` in a
+    flow run, an :class:`InlineState` inline."""
+    if in_flow_run():
+        from prefect.states import Failed
+
+        return Failed(message=message, data=data)
+    return InlineState(completed=False, data=data, message=message)
+
+
 def flow_state(flow: Any, /, inline: bool | None = None, **params: Any) -> Any:
-    """The final Prefect ``State`` of ``flow(**params)``.
+    """The final state of ``flow(**params)``: a Prefect ``State`` or an :class:`InlineState`, read the same way.
 
-    Not inline: a flow run (a subflow inside one). Inline (default: when not in a flow run, where a
-    subflow call would need a server): the body ``flow.fn(**params)`` in this thread, its outcome as
-    the state a flow run would end in (a returned state as is, a value ``Completed``, an exception
-    ``Failed`` whose ``result()`` raises it), so callers read both the same way.
+    Not inline: a flow run (a subflow inside one) of the Prefect flow ``flow``. Inline (default: when not
+    in a flow run, where a subflow call would need a server): the body (``flow.fn``, or ``flow`` itself when
+    it is the plain function) in this thread, its outcome as the state a flow run would end in (a returned
+    state as is, a value completed, an exception failed with ``result()`` raising it).
     """
-    from prefect.states import Completed, Failed, State
-
     if inline is None:
         inline = not in_flow_run()
     if not inline:
         return flow(**params, return_state=True)
     try:
-        out = flow.fn(**params)
+        out = getattr(flow, "fn", flow)(**params)
     except Exception as exc:  # noqa: BLE001 - a failed run, as its state
-        return Failed(message=f"{type(exc).__name__}: {exc}", data=exc)
-    return out if isinstance(out, State) else Completed(data=out)
+        return InlineState(completed=False, data=exc, message=f"{type(exc).__name__}: {exc}")
+    return out if isinstance(out, InlineState) else InlineState(completed=True, data=out)

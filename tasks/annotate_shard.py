@@ -1,7 +1,7 @@
 """Annotate one shard: infer its inputs, then commit their rows to the Delta tables exactly once.
 
 The work itself is :func:`run_shard` (plain Python, testable without Prefect);
-:data:`annotate_shard` wraps it as a Prefect task that owns retries, and
+:data:`annotate_shard` wraps it as a Prefect task that owns retries (made on first use), and
 :func:`annotate_shard_inline` retries it the same way without Prefect (a flow body run inline). The output tables,
 not Prefect's database, say what is done: a shard is done when the ``images`` table holds
 its application transaction (:mod:`.lake`). A shard's commit replaces its inputs' rows
@@ -186,4 +186,10 @@ def _make_task():
     )
 
 
-annotate_shard = _make_task()
+def __getattr__(name: str) -> Any:
+    """``annotate_shard``, the Prefect task, made on first use: a run without Prefect (inline) imports this
+    module for :func:`run_shard` and :func:`annotate_shard_inline` and never pays Prefect's ~1 s import."""
+    if name == "annotate_shard":
+        globals()[name] = task = _make_task()  # later lookups find it without this hook
+        return task
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,7 +4,7 @@ A run used to resolve the same things two or three times: the CLI's preflight pr
 (config, model checksums, run key), checked the tables and opened the models, then the flow did
 all of it again, and the shard loop, the deployment fan-out and ``--dry-run`` each set up the
 incremental plan their own way. :class:`RunPlan` is that resolution as one frozen value: the
-CLI computes it (``flows.annotate.make_plan``) and passes it to the flow as a parameter, which
+CLI computes it (``flows.annotate_run.make_plan``) and passes it to the flow as a parameter, which
 uses it instead of recomputing when it was made for the same options (``basis``). A deployment's
 child runs get its job (a dict of plain values), and :func:`plan_shards` is the one place where
 a listing becomes shards.

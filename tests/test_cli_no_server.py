@@ -274,3 +274,70 @@ def test_model_means_model_dir_in_every_subcommand_that_has_it(capsys):
 
     build = index_parser()._subparsers._group_actions[0].choices["build"]
     assert "--model" not in build._option_string_actions and "--rec-model-dir" in build._option_string_actions
+
+
+#: ``pxflow ARGV`` in this process (``-c``), then which of the heavy modules a run could pull in were imported
+IMPORTS_SEEN = """
+import json, sys
+from pxflow.flows.cli import main
+code = main(sys.argv[1:])
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"prefect", "matplotlib", "faiss"})
+print("SEEN " + json.dumps({"exit": code, "heavy": heavy}))
+"""
+
+
+def _imports_seen(argv: list[str], home: Path, **env: str) -> dict:
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "PREFECT_PROFILE"))}
+    full.update(PREFECT_HOME=str(home), PYTHONPATH=str(ROOT), **env)
+    proc = subprocess.run([sys.executable, "-c", IMPORTS_SEEN, *argv], cwd=ROOT, env=full, capture_output=True,
+                          text=True, timeout=600)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("SEEN ")), None)
+    assert line is not None, proc.stderr[-3000:]
+    return json.loads(line[len("SEEN "):])
+
+
+def test_an_inline_annotate_and_backfill_never_import_prefect(tmp_path, shared_dir):
+    """The inline path is the flow's body without Prefect (``flows/annotate_run.py``): a 10-image run, its
+    report (charts without a plotting library) and a rerun import neither Prefect (~1 s) nor matplotlib, nor
+    faiss for a detector; ``--prefect`` imports Prefect (the same body as a flow)."""
+    src = tmp_path / "in" / "dt=2024-01-01"
+    src.mkdir(parents=True)
+    for path in sorted((COCO_MINI / "images").iterdir())[:3]:
+        (src / path.name).symlink_to(path)
+    home = tmp_path / "home"
+    annotate = ["annotate", "--input", str(src), "--output", str(tmp_path / "out"), "--model-dir", str(PICODET_ONNX),
+                "--no-progress"]
+    assert _imports_seen(annotate, home) == {"exit": 0, "heavy": []}
+    assert (tmp_path / "out" / "_reports").is_dir()
+    assert _imports_seen(annotate, home) == {"exit": 0, "heavy": []}  # the rerun: nothing new
+    backfill = ["backfill", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "bf"), "--start", "2024-01-01",
+                "--end", "2024-01-01", "--model-dir", str(PICODET_ONNX), "--no-progress"]
+    assert _imports_seen(backfill, home) == {"exit": 0, "heavy": []}
+    flow = _imports_seen([*annotate, "--force", "--prefect"], home)
+    assert flow["exit"] == 0 and "prefect" in flow["heavy"]
+
+
+def test_a_server_named_only_in_a_prefect_profile_is_used_not_skipped(tmp_path, shared_dir):
+    """Without ``PREFECT_API_URL`` in the environment, a server set in the active Prefect profile still counts
+    as configured: the CLI asks Prefect's settings whenever a profile could name one, and answers without
+    importing Prefect only when no settings source can."""
+    from tests.support.s3_server import free_port
+
+    home = tmp_path / "home"
+    home.mkdir()
+    url = f"http://127.0.0.1:{free_port()}/api"
+    (home / "profiles.toml").write_text(f'active = "remote"\n\n[profiles.remote]\nPREFECT_API_URL = "{url}"\n')
+    check = "from pxflow.flows.cli.server import prefect_configured; print(prefect_configured())"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "PREFECT_PROFILE"))}
+    asked = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, env={**env, "PREFECT_HOME": str(home)},
+                           capture_output=True, text=True, timeout=300)
+    assert asked.stdout.strip() == "True", asked.stderr[-2000:]
+    (home / "profiles.toml").write_text('active = "quiet"\n\n[profiles.quiet]\nPREFECT_LOGGING_LEVEL = "INFO"\n')
+    asked = subprocess.run([sys.executable, "-c", check + "; import sys; print('prefect' in sys.modules)"],
+                           cwd=tmp_path, env={**env, "PREFECT_HOME": str(home)}, capture_output=True, text=True,
+                           timeout=300)
+    assert asked.stdout.split() == ["False", "False"], asked.stderr[-2000:]  # answered without importing Prefect
+    asked = subprocess.run([sys.executable, "-c", check], cwd=tmp_path,
+                           env={**env, "PREFECT_HOME": str(home), "PREFECT_API_URL": url}, capture_output=True,
+                           text=True, timeout=300)
+    assert asked.stdout.strip() == "True", asked.stderr[-2000:]

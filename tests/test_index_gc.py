@@ -190,7 +190,7 @@ def test_the_pin_gc_race_either_keeps_the_version_or_refuses_the_pin(tmp_path, w
 def test_an_annotate_job_holds_a_pin_on_its_version_for_the_whole_run(where, config, monkeypatch):
     """The flow's lease (``lease_index`` on the job ``prepare_job`` pinned): gc keeps the version the
     job reads while it runs; the renewals keep it past the first ttl; release lets gc collect it."""
-    from pxflow.flows.annotate import _leased_plan
+    from pxflow.flows.annotate_run import _leased_plan
     from pxflow.flows.options import AnnotateOptions
 
     root, _ = where

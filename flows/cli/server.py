@@ -251,10 +251,39 @@ def add_prefect_flag(parser: Any, default: str = "without a server unless PREFEC
 
 
 def prefect_configured() -> bool:
-    """Whether a Prefect server is configured (``PREFECT_API_URL``): then every flow runs on it."""
+    """Whether a Prefect server is configured (``PREFECT_API_URL``): then every flow runs on it.
+
+    Prefect's settings say; but importing them imports all of Prefect (~1 s, most of a small inline
+    run), so when no place they are read from can hold an API URL (:func:`_no_settings_name_a_server`)
+    the answer is no without asking.
+    """
+    if _no_settings_name_a_server():
+        return False
     from prefect.settings import PREFECT_API_URL
 
     return bool(PREFECT_API_URL.value())
+
+
+def _no_settings_name_a_server() -> bool:
+    """True when none of the sources Prefect 3 reads settings from can set ``PREFECT_API_URL``: no
+    ``PREFECT_API*``/``PREFECT_PROFILE*`` variable in the environment; no ``.env`` naming ``PREFECT_``,
+    ``prefect.toml`` naming ``api`` or ``pyproject.toml`` with ``[tool.prefect`` in the working directory; no
+    profiles file (``$PREFECT_HOME/profiles.toml``, default ``~/.prefect``) naming ``api``; Prefect's own
+    default profile, used without one, sets none. Conservative: any mention defers to Prefect's settings."""
+    if any(name.startswith(("PREFECT_API", "PREFECT_PROFILE")) for name in os.environ):
+        return False
+    home = os.path.expanduser(os.environ.get("PREFECT_HOME") or "~/.prefect")
+    for path, marker in ((".env", "prefect_"), ("prefect.toml", "api"), ("pyproject.toml", "[tool.prefect"),
+                         (os.path.join(home, "profiles.toml"), "api")):
+        try:
+            with open(path, encoding="utf-8", errors="replace") as file:
+                if marker in file.read().lower():
+                    return False
+        except FileNotFoundError:
+            continue
+        except OSError:  # unreadable: let Prefect decide
+            return False
+    return True
 
 
 class PrefectScope:
