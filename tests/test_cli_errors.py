@@ -160,6 +160,39 @@ def test_commands_that_read_delta_tables_always_exit_with_their_status_and_full_
     assert last["images"] == 2 and 0.0 <= last["AP"] <= 1.0
 
 
+def test_an_abort_in_the_interpreters_exit_cannot_change_a_commands_status_or_output(detection_output, tmp_path,
+                                                                                  shared_dir):
+    """The upstream abort happens in native exit handlers, only in some runs; ``tests/support/exit_abort.py``
+    registers one that aborts on every run. A plain script that reads the tables then dies (SIGABRT, 134) on
+    every run; each ``pxflow`` command, ending through ``run()``'s flush and ``os._exit``, exits with its
+    own status and its whole output: a new annotate run, its rerun, eval, report and lake vacuum."""
+    hook = {"PXFLOW_WORKER_IMPORTS": "tests.support.exit_abort", "PYTHONPATH": str(ROOT)}
+    reader = ("import tests.support.exit_abort; from deltalake import DeltaTable; "
+              f"print(DeltaTable({str(detection_output / 'images')!r}).to_pyarrow_table().num_rows)")
+    control = subprocess.run([sys.executable, "-c", reader], cwd=ROOT, env=_env(tmp_path, **hook),
+                             capture_output=True, text=True, timeout=300)
+    assert control.returncode == -signal.SIGABRT, (control.returncode, control.stderr[-2000:])  # the hook bites
+
+    out = tmp_path / "out"
+    annotate = ["annotate", "--input", str(_images(tmp_path, 2)), "--output", str(out), "--model-dir",
+                str(PICODET_ONNX), "--no-progress"]
+    proc = _pxflow(tmp_path, *annotate, **hook)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert json.loads(proc.stdout)["images_inferred"] == 2  # the whole summary, its closing brace included
+    proc = _pxflow(tmp_path, *annotate, **hook)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["unchanged"] == 2, proc.stderr[-2000:]
+    proc = _pxflow(tmp_path, "eval", "--output", str(out), "--gt", str(COCO_MINI / "instances_val2017.json"), **hook)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["images"] == 2
+    page = tmp_path / "report.html"
+    proc = _pxflow(tmp_path, "report", "--output", str(out), "--out", str(page), **hook)
+    assert proc.returncode == 0 and proc.stdout.strip().splitlines()[-1] == str(page), proc.stderr[-2000:]
+    assert page.read_text(encoding="utf-8").rstrip().endswith("</html>")
+    proc = _pxflow(tmp_path, "lake", "vacuum", "--output", str(out), "--dry-run", **hook)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    json.loads(proc.stdout)  # complete JSON
+
+
 # ---------------------------------------------------------------- 6: the error budget
 
 
