@@ -45,7 +45,6 @@ import faiss
 import numpy as np
 import yaml
 
-from ..io import storage
 from ..io import storage as _storage_module
 from ..io.uri import join_uri
 
