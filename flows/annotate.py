@@ -1,10 +1,11 @@
-"""The ``annotate`` flow and its ``annotate-shards`` subflow: the run of :mod:`.annotate_run` as Prefect flows.
+"""The ``annotate`` flow: the run of :mod:`.annotate_run` as a Prefect flow.
 
 The body (plan, shards, tables, summary, report) is :func:`~.annotate_run.annotate_run`, which imports
 no Prefect: the CLI runs it inline when no server is configured. This module is what a flow run
 imports (deployments' ``pxflow.flows.annotate:annotate``, ``--prefect``, ``PREFECT_API_URL``, runners
-whose shards leave the process): the same functions as flows, and the ``annotate-shard`` task the
-body submits in a flow run (looked up here, so it can be given other options for a run).
+whose shards leave the process): the same function as a flow, and the ``annotate-shard`` task the
+body submits in a flow run to the runner's task runner, entered in the flow run itself (looked up here,
+so a test can give it other options).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from prefect import flow
 
 from pxflow.tasks.annotate_shard import annotate_shard
 
-from .annotate_run import EmptyInputError, IncompleteRunError, annotate_run, job_for, make_plan, stream_shards
+from .annotate_run import EmptyInputError, IncompleteRunError, annotate_run, job_for, make_plan
 
-__all__ = ["annotate", "run_shards", "annotate_shard", "EmptyInputError", "IncompleteRunError", "job_for", "make_plan"]
+__all__ = ["annotate", "annotate_shard", "EmptyInputError", "IncompleteRunError", "job_for", "make_plan"]
 
 
 def _run_name() -> str:
@@ -29,7 +30,5 @@ def _run_name() -> str:
     return f"{name}-{params['partition']}" if params.get("partition") else name
 
 
-#: plans the input and streams its shards to ``annotate-shard`` task runs on the runner's task runner
-run_shards = flow(name="annotate-shards", validate_parameters=False)(stream_shards)
 #: the whole run (:func:`~.annotate_run.annotate_run`) as a flow run
 annotate = flow(name="annotate", log_prints=True, flow_run_name=_run_name)(annotate_run)

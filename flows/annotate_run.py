@@ -21,7 +21,7 @@
    its summary as the state's data; so does a run stopped by :mod:`.interrupt` (``interrupted``).
 
 This module is the run's body, without Prefect: :mod:`pxflow.flows.annotate` makes the ``annotate``
-and ``annotate-shards`` flows of :func:`annotate_run` and :func:`stream_shards`. The CLI runs the body
+flow of :func:`annotate_run`. The CLI runs the body
 inline (no Prefect server, :mod:`.inline`) when no server is configured, ``--prefect`` is not given
 and the runner's shards run in this process (``thread``): the shards then run as
 :func:`~pxflow.tasks.annotate_shard.annotate_shard_inline` (the task's retries) on a thread pool of
@@ -128,10 +128,11 @@ def basis_of(output: str, options: AnnotateOptions) -> str:
 
 def stream_shards(
     job: AnnotateJob, input: str, shard_size: int, max_in_flight: int, everything: bool, limit: int | None = None,
-    runner: str = "thread", workers: int = 1,
+    runner: str = "thread", workers: int = 1, task_runner: Any = None,
 ) -> dict[str, Any]:
-    """Plan ``input`` against the tables and stream its shards to ``annotate-shard`` tasks
-    (inline: to :func:`annotate_shard_inline` on ``workers`` threads; a flow run's task runner has its own)."""
+    """Plan ``input`` against the tables and stream its shards to ``annotate-shard`` task runs on ``task_runner``
+    (an entered Prefect ``TaskRunner``: the runner's threads, Dask or Ray cluster) in a flow run; inline, to
+    :func:`annotate_shard_inline` on ``workers`` threads."""
     logger = run_logger()
     storage = storage_for(job.s3_block)
     stats, shards = plan_shards(job, input, storage, shard_size, limit, everything)
@@ -169,7 +170,7 @@ def stream_shards(
         shard_task = flows.annotate_shard.with_options(tags=get_runner(runner).shard_tags(job.device))
     first = True
     planned_all = False
-    with submitter(shard_task, workers, annotate_shard_inline) as submit:
+    with submitter(shard_task, workers, annotate_shard_inline, task_runner) as submit:
         while not stop_requested():  # SIGTERM: plan no more shards; those in flight still commit below
             shard = next(shards, None)
             if shard is None:
@@ -262,10 +263,10 @@ def _annotate(plan: RunPlan, input: str, output: str, options: AnnotateOptions, 
         shards = (job, input, options.shard_size, max(2, 2 * options.concurrency), everything, options.limit,
                   options.runner)
         if in_flow_run():
-            from . import annotate as flows
-
-            task_runner = runner.task_runner(options.concurrency, _address(options), options.device)
-            outcome = flows.run_shards.with_options(task_runner=task_runner)(*shards)
+            # the runner's task runner (threads, a Dask or Ray cluster), entered in this flow run for its shard
+            # task runs: no subflow just to carry it (a flow run costs ~0.5-1 s of API calls)
+            with runner.task_runner(options.concurrency, _address(options), options.device) as task_runner:
+                outcome = stream_shards(*shards, task_runner=task_runner)
         else:  # inline (the CLI without a server): the shards on a thread pool here, no task runs
             outcome = stream_shards(*shards, workers=options.concurrency)
     if outcome["plan"]["listed"] == 0 and not options.allow_empty and not outcome.get("interrupted"):

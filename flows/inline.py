@@ -83,12 +83,19 @@ def map_task(task: Any, calls: Sequence[tuple], concurrency: int = 1) -> list[An
 
 
 @contextlib.contextmanager
-def submitter(task: Any, concurrency: int, plain: Callable[..., Any] | None = None) -> Iterator[Callable[..., Any]]:
-    """``submit(*args)``, a future of ``task(*args)``: ``task.submit`` in a flow run (the flow's task runner);
-    inline, ``plain`` (default ``task.fn``; give one that retries as the task would) on a pool of
-    ``concurrency`` threads, which the end of the block waits for. Collect with :func:`next_done`."""
+def submitter(task: Any, concurrency: int, plain: Callable[..., Any] | None = None,
+              task_runner: Any = None) -> Iterator[Callable[..., Any]]:
+    """``submit(*args)``, a future of ``task(*args)``: in a flow run a task run on ``task_runner`` (an entered
+    Prefect ``TaskRunner``; default the flow's own, ``task.submit``); inline, ``plain`` (default ``task.fn``;
+    give one that retries as the task would) on a pool of ``concurrency`` threads, which the end of the block
+    waits for. Collect with :func:`next_done`."""
     if in_flow_run():
-        yield task.submit
+        if task_runner is None:
+            yield task.submit
+            return
+        from prefect.utilities.callables import get_call_parameters
+
+        yield lambda *args: task_runner.submit(task, parameters=get_call_parameters(task.fn, args, {}))
         return
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="pxflow-task") as pool:
         yield lambda *args: pool.submit(plain or task.fn, *args)
