@@ -9,8 +9,9 @@
   ``eval-<run_key>``.
 
 Ids are mapped in one place, :mod:`pxflow.pipelines.evaluation`: class ids by index onto the
-ground truth's sorted category ids, image ids by file name (or numeric stem). See
-``docs/evaluation.md``.
+ground truth's sorted category ids, image ids by file name (or numeric stem). Images are
+``(image_uri, page_index)`` throughout (:mod:`pxflow.pipelines.io.pages`): a PDF's pages are separate
+images, never one. See ``docs/evaluation.md``.
 
 The plain functions (:func:`lake_for`, :func:`resolve_run_key`, :func:`load_rows`) need no Prefect
 server, so a command line can check its arguments before it starts a flow.
@@ -26,12 +27,13 @@ import pyarrow.compute as pc
 from prefect import flow
 
 from pxflow.pipelines import evaluation as ev
+from pxflow.pipelines.io.pages import PageKey, page_key
 from pxflow.tasks.credentials import storage_for
 from pxflow.tasks.lake import Lake, parse_partition
 
 from .inline import in_flow_run, run_logger
 
-OBJECT_COLUMNS = ("image_uri", "cls_id", "label", "score", "x1", "y1", "x2", "y2",
+OBJECT_COLUMNS = ("image_uri", "page_index", "cls_id", "label", "score", "x1", "y1", "x2", "y2",
                   "mask_counts", "mask_height", "mask_width", "rec_label", "rec_score")
 IMAGE_COLUMNS = ("image_uri", "page_index", "status", "error_type", "width", "height", "num_objects")
 FORMATS = ("results", "dataset")
@@ -136,12 +138,13 @@ def _labels_by_cls(objects: list[dict]) -> dict[int, str | None]:
 
 
 def _gt_images(images: list[dict], gt) -> tuple[list[dict], int]:
-    """The image rows that have an id in the ground truth, and how many do not."""
+    """The image rows (PDF pages by their ``#page=N`` name) that have an id in the ground truth, and how many do not."""
     known = set(gt.getImgIds())
     kept, missing = [], 0
     for row in images:
         try:
-            image_id = ev.image_id_for(row["image_uri"], gt)
+            uri, page = page_key(row)
+            image_id = ev.image_id_for(uri, gt, page)
         except ValueError:
             image_id = None
         if image_id in known:
@@ -160,8 +163,8 @@ def coco_payload(images: list[dict], objects: list[dict], format: str = "results
         images, missing = _gt_images(images, gt)
     dataset = ev.table_dataset(images, _labels_by_cls(objects), gt)
     target = gt if gt is not None else ev.coco_from_dataset(dataset)
-    uris = {r["image_uri"] for r in images}
-    records, skipped = ev.boxes_from_rows(r for r in objects if r["image_uri"] in uris)
+    keys = {page_key(r) for r in images}
+    records, skipped = ev.boxes_from_rows(r for r in objects if page_key(r) in keys)
     detections = ev.detections_from_boxes(records, target)
     counts = {"images": len(images), "detections": len(detections), "objects_skipped": skipped,
               "images_not_in_gt": missing, "masks": sum(1 for d in detections if "segmentation" in d)}
@@ -213,26 +216,28 @@ def evaluate_rows(images: list[dict], objects: list[dict], gt=None, iou_type: st
     result: dict[str, Any] = {"images": len(images)}
     if gt is not None:
         kept, missing = _gt_images(images, gt)
-        uris = {r["image_uri"] for r in kept}
-        records, skipped = ev.boxes_from_rows((r for r in objects if r["image_uri"] in uris), require_mask=iou_type == "segm")
+        keys = {page_key(r) for r in kept}
+        records, skipped = ev.boxes_from_rows((r for r in objects if page_key(r) in keys), require_mask=iou_type == "segm")
         if iou_type == "segm" and objects and all(r.get("mask_counts") is None for r in objects):
             raise TableError(NO_MASKS)
         detections = ev.detections_from_boxes(records, gt)
-        ids = [ev.image_id_for(r["image_uri"], gt) for r in kept]
+        ids = [ev.image_id_for(uri, gt, page) for uri, page in map(page_key, kept)]
         stats = ev.coco_eval(gt, detections, iou_type, image_ids=ids) if ids else [0.0] * 12
         result.update(ev.stats_dict(stats))
         result.update(images=len(kept), images_not_in_gt=missing, detections=len(detections), objects_skipped=skipped,
                       iou_type=iou_type)
-    if labels is not None:
-        top: dict[str, str | None] = {r["image_uri"]: None for r in images}
-        best: dict[str, float] = {}
+    if labels is not None:  # per image (a PDF page is one; a labelled PDF's label is each page's)
+        top: dict[PageKey, str | None] = {page_key(r): None for r in images}
+        best: dict[PageKey, float] = {}
         for row in objects:
             score = row.get("score")
             score = float("-inf") if score is None else float(score)
-            if row["image_uri"] not in best or score > best[row["image_uri"]]:
-                best[row["image_uri"]] = score
-                top[row["image_uri"]] = row.get("rec_label")
-        truth = ev.match_labels(top, *zip(*labels.items())) if labels else {}
+            key = page_key(row)
+            if key not in best or score > best[key]:
+                best[key] = score
+                top[key] = row.get("rec_label")
+        by_uri = ev.match_labels({uri for uri, _ in top}, *zip(*labels.items())) if labels else {}
+        truth = {key: by_uri[key[0]] for key in top if key[0] in by_uri}
         result.update(ev.recall_at_1(top, truth))
         result["recall_unlabeled_images"] = len(top) - result["recall_images"]
     return result

@@ -16,6 +16,7 @@ from pxflow.pipelines import evaluation as ev
 from pxflow.pipelines.formats import coco as coco_format
 from pxflow.pipelines.formats import cvat, label_studio
 from pxflow.pipelines.formats.review import FormatError, ReviewImage, labels_of, review_images
+from pxflow.pipelines.io.pages import page_key
 from pxflow.tasks.credentials import storage_for
 from pxflow.tasks.ground_truth import ground_truth_rows, resolve_uris, write_import
 from pxflow.tasks.lake import Lake
@@ -64,8 +65,8 @@ def export_cvat(output: str, out: str, run_key: str | None = None, format: str =
         counts = {"images": len(chosen), "objects": sum(len(i.objects) for i in chosen),
                   "masks": sum(o.rle is not None for i in chosen for o in i.objects)}
     else:  # the export-coco dataset of the same images: one implementation of COCO
-        uris = {image.uri for image in chosen}
-        dataset, counts = coco_payload([r for r in images if r["image_uri"] in uris], objects, "dataset")
+        keys = {(image.uri, image.page_index) for image in chosen}  # a PDF page is one image (--limit counts pages)
+        dataset, counts = coco_payload([r for r in images if page_key(r) in keys], objects, "dataset")
         payload = json.dumps(dataset, ensure_ascii=False).encode("utf-8")
     lake.storage.write_bytes(out, payload)
     return {"run_key": run_key, "format": format, "out": out, **counts}

@@ -4,7 +4,8 @@ Used by tests, benchmarks and the evaluation entry points, so every place that
 claims an mAP computes it the same way: class ids are mapped by index onto the
 ground truth's category ids in ascending order (how COCO-trained PaddleDetection
 exports number classes), and the image id is taken from the file name stem
-(``000000000139.jpg`` -> 139) unless the ground truth lists the file name.
+(``000000000139.jpg`` -> 139) unless the ground truth lists the file name. A PDF page is its own image,
+named ``doc.pdf#page=N`` (:mod:`pxflow.pipelines.io.pages`), matched by that name only.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from pxflow.pipelines.io.pages import PageKey, page_key, page_name, page_order, split_page
+
 
 def load_coco(gt_json: str):
     from pycocotools.coco import COCO
@@ -24,9 +27,14 @@ def load_coco(gt_json: str):
         return COCO(gt_json)
 
 
-def image_id_for(uri: str, coco) -> int:
-    """The COCO image id of ``uri``: by file name in the ground truth, else the numeric stem."""
-    name = os.path.basename(uri.rstrip("/"))
+def image_id_for(uri: str, coco, page_index: int | None = None) -> int:
+    """The COCO image id of ``uri`` (page ``page_index`` of a PDF): by file name in the ground truth, else the numeric stem.
+
+    A page's name is ``file#page=N``; it has no numeric-stem fallback, since every page of ``139.pdf`` would
+    get id 139: a page the ground truth does not name is a ``ValueError`` (not in the ground truth).
+    """
+    fragment = page_name("", page_index)
+    name = os.path.basename(uri.rstrip("/")) + fragment
     by_name = getattr(coco, "_pxflow_by_name", None)
     if by_name is None:
         by_name = {img["file_name"]: img["id"] for img in coco.dataset.get("images", [])}
@@ -40,22 +48,27 @@ def image_id_for(uri: str, coco) -> int:
     if by_path:
         parts = uri.rstrip("/").split("/")
         for start in range(len(parts) - 1):  # longest trailing path first
-            found = by_path.get("/".join(parts[start:]))
+            found = by_path.get("/".join(parts[start:]) + fragment)
             if found is not None:
                 return int(found)
-    if getattr(coco, "pxflow_match_names_only", False):  # synthetic ids (ground_truth_dataset): no stem fallback
-        raise ValueError(f"{uri} is not in the ground truth")
+    if page_index is not None or getattr(coco, "pxflow_match_names_only", False):  # no stem fallback
+        raise ValueError(f"{page_name(uri, page_index)} is not in the ground truth")
     return int(os.path.splitext(name)[0])
 
 
 def detections_from_boxes(
-    records: Iterable[tuple[str, Iterable[Mapping[str, Any]]]], coco
+    records: Iterable[tuple[str | PageKey, Iterable[Mapping[str, Any]]]], coco
 ) -> list[dict[str, Any]]:
-    """``(image_uri, boxes)`` pairs (PaddleX box dicts) -> COCO detection dicts."""
+    """``(image, boxes)`` pairs (PaddleX box dicts) -> COCO detection dicts.
+
+    ``image`` is an ``image_uri`` or an ``(image_uri, page_index)`` key (:func:`boxes_from_rows`), so a PDF's
+    pages get their own ids.
+    """
     categories = sorted(coco.getCatIds())
     out = []
-    for uri, boxes in records:
-        image_id = image_id_for(uri, coco)
+    for image, boxes in records:
+        uri, page = image if isinstance(image, tuple) else (image, None)
+        image_id = image_id_for(uri, coco, page)
         for box in boxes:
             cls_id = int(box["cls_id"])
             if not 0 <= cls_id < len(categories):
@@ -114,12 +127,14 @@ def rle_of(row: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def boxes_from_rows(rows: Iterable[Mapping[str, Any]], masks: bool = True, require_mask: bool = False):
-    """``objects`` rows -> ``([(image_uri, [box dicts])], skipped)`` for :func:`detections_from_boxes`.
+    """``objects`` rows -> ``([((image_uri, page_index), [box dicts])], skipped)`` for :func:`detections_from_boxes`.
+
+    Grouped by ``(image_uri, page_index)``: the pages of a PDF share its URI and must not share boxes.
 
     Rows without a class id or a box (PP-ShiTu, unprompted SAM) cannot be COCO detections and are
     counted in ``skipped``; so are rows without a mask when ``require_mask`` (segm evaluation).
     """
-    by_image: dict[str, list[dict[str, Any]]] = {}
+    by_image: dict[PageKey, list[dict[str, Any]]] = {}
     skipped = 0
     for row in rows:
         coords = [row.get(k) for k in ("x1", "y1", "x2", "y2")]
@@ -130,7 +145,7 @@ def boxes_from_rows(rows: Iterable[Mapping[str, Any]], masks: bool = True, requi
         box = {"cls_id": int(row["cls_id"]), "score": float(row["score"]), "coordinate": coords}
         if rle is not None:
             box["segmentation"] = rle
-        by_image.setdefault(row["image_uri"], []).append(box)
+        by_image.setdefault(page_key(row), []).append(box)
     return list(by_image.items()), skipped
 
 
@@ -174,14 +189,16 @@ def table_dataset(images: Iterable[Mapping[str, Any]], labels: Mapping[int, str 
     With ground truth ``gt`` the ids and categories are the ground truth's (:func:`image_id_for`);
     without, images are numbered 1.. in URI order and named by their path below the common folder,
     and categories come from the table's labels (:func:`table_categories`). ``width``/``height`` are
-    the decoded size (null for inputs that could not be decoded).
+    the decoded size (null for inputs that could not be decoded). A PDF page is its own entry, named
+    ``name#page=N``.
     """
-    rows = sorted(images, key=lambda r: (r["image_uri"], r.get("page_index") or 0))
-    names = relative_names(r["image_uri"] for r in rows)
+    rows = sorted(images, key=page_order)
+    names = relative_names(dict.fromkeys(r["image_uri"] for r in rows))
     out_images = []
     for number, row in enumerate(rows, 1):
-        image_id = image_id_for(row["image_uri"], gt) if gt is not None else number
-        entry = {"id": int(image_id), "file_name": names[row["image_uri"]], "width": row.get("width"), "height": row.get("height")}
+        uri, page = page_key(row)
+        image_id = image_id_for(uri, gt, page) if gt is not None else number
+        entry = {"id": int(image_id), "file_name": page_name(names[uri], page), "width": row.get("width"), "height": row.get("height")}
         if row.get("status") not in (None, "ok"):
             entry["pxflow_error"] = row.get("error_type")
         out_images.append(entry)
@@ -247,21 +264,22 @@ def ground_truth_dataset(rows: Iterable[Mapping[str, Any]], labels: Mapping[int,
     Reviewed labels are names, so classes match **by name**: category ``cls_id + 1`` is named by the run's
     label of that class (:func:`table_categories`, the index mapping of :func:`detections_from_boxes`), and a
     ground-truth name the run never predicted gets an id after those. Images are the rows' ``image_uri`` (or
-    ``file_name`` when the import could not resolve it), matched to the run's URIs by :func:`image_id_for`
-    without its numeric-stem fallback (these ids are not COCO's). A box-only object's region for ``segm`` is
-    its box.
+    ``file_name`` when the import could not resolve it) and ``page_index`` (a PDF page is named ``#page=N``),
+    matched to the run's images by :func:`image_id_for` without its numeric-stem fallback (these ids are not
+    COCO's). A box-only object's region for ``segm`` is its box.
     """
     categories = table_categories(labels)
     by_name: dict[str, int] = {}
     for cls, label in sorted(labels.items()):
         if label is not None:
             by_name.setdefault(label, int(cls) + 1)
-    images: dict[str, dict[str, Any]] = {}
+    images: dict[PageKey, dict[str, Any]] = {}
     annotations: list[dict[str, Any]] = []
     for row in rows:
-        key = row.get("image_uri") or row["file_name"]
-        image = images.setdefault(key, {"id": len(images) + 1, "file_name": key, "width": row.get("width"),
-                                        "height": row.get("height")})
+        page = row.get("page_index")  # an import older than the column: ordinary images
+        uri = row.get("image_uri") or split_page(row["file_name"])[0]
+        image = images.setdefault((uri, page), {"id": len(images) + 1, "file_name": page_name(uri, page),
+                                                "width": row.get("width"), "height": row.get("height")})
         name = row.get("category")
         if name is None:
             continue

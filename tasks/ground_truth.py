@@ -6,7 +6,8 @@ time" is one query joining imports to evaluations. ``pxflow eval --gt lake`` rea
 the latest of one ``source``) with :func:`read_import`. Schema: docs/schema.md (``ground_truth``).
 
 One row per object; an image the reviewer left without objects gets one row with a null ``category``,
-so "nothing here" stays ground truth (its false positives count) instead of vanishing.
+so "nothing here" stays ground truth (its false positives count) instead of vanishing. A PDF page's rows carry
+the PDF's ``image_uri`` and the page's ``page_index`` (the tool named it ``doc.pdf#page=N``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pxflow.pipelines.formats.review import ReviewImage
+from pxflow.pipelines.io.pages import split_page
 from pxflow.pipelines.ops.masks import rle_area, rle_to_columns
 
 from .lake import Lake
@@ -35,6 +37,7 @@ GROUND_TRUTH_SCHEMA = pa.schema(
         pa.field("imported_at", pa.timestamp("us", tz="UTC"), nullable=False),
         pa.field("image_uri", pa.string()),
         pa.field("file_name", pa.string(), nullable=False),
+        pa.field("page_index", pa.int32()),
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
         pa.field("object_index", pa.int32()),
@@ -62,7 +65,8 @@ def ground_truth_rows(images: Sequence[ReviewImage], *, source: str, source_form
               "imported_at": imported_at or datetime.now(timezone.utc)}
     rows: list[dict[str, Any]] = []
     for image in images:
-        base = {**common, "image_uri": image.uri, "file_name": image.name, "width": image.width, "height": image.height}
+        base = {**common, "image_uri": image.uri, "file_name": image.name, "page_index": image.page_index,
+                "width": image.width, "height": image.height}
         if not image.objects:
             rows.append(base)
         for index, obj in enumerate(image.objects):
@@ -116,7 +120,8 @@ def resolve_uris(images: Iterable[ReviewImage], uris: Iterable[str]) -> int:
     """Fill ``image.uri`` for images the tool knew only by name, from the output's image URIs.
 
     The name matches a URI's file name or trailing path (``pipelines.evaluation.image_id_for``'s rule); a name
-    that matches several URIs, or none, keeps no URI (evaluation then matches it by name). Returns how many
+    that matches several URIs, or none, keeps no URI (evaluation then matches it by name). A page's name
+    (``doc.pdf#page=N``) matches by its PDF's name: the page stays in ``image.page_index``. Returns how many
     were resolved.
     """
     from pxflow.pipelines.evaluation import coco_from_dataset, image_id_for
@@ -124,7 +129,8 @@ def resolve_uris(images: Iterable[ReviewImage], uris: Iterable[str]) -> int:
     pending = [image for image in images if image.uri is None]
     if not pending:
         return 0
-    coco = coco_from_dataset({"images": [{"id": n, "file_name": image.name} for n, image in enumerate(pending, 1)]})
+    names = {name: n for n, name in enumerate(dict.fromkeys(split_page(image.name)[0] for image in pending), 1)}
+    coco = coco_from_dataset({"images": [{"id": n, "file_name": name} for name, n in names.items()]})
     coco.pxflow_match_names_only = True
     found: dict[int, set[str]] = {}
     for uri in uris:
@@ -133,7 +139,8 @@ def resolve_uris(images: Iterable[ReviewImage], uris: Iterable[str]) -> int:
         except ValueError:
             continue
     resolved = 0
-    for n, image in enumerate(pending, 1):
+    for image in pending:
+        n = names[split_page(image.name)[0]]  # a PDF's pages share its name
         if len(found.get(n, ())) == 1:
             (image.uri,) = found[n]
             resolved += 1

@@ -41,8 +41,9 @@ log = logging.getLogger(__name__)
 
 #: table name -> the columns identifying one row's input (what a shard's commit replaces)
 TABLES = ("images", "objects", "runs", "features", "ground_truth")
-#: tables whose columns grow with the pipeline's result class (its record schema): their writes merge the schema
-EVOLVING_TABLES = ("objects",)
+#: tables whose columns grow (the pipeline's result class's record schema; ``ground_truth.page_index``, added
+#: later): their writes merge the schema, so an older table takes the new rows
+EVOLVING_TABLES = ("objects", "ground_truth")
 WRITER_COMPRESSION = "ZSTD"
 
 

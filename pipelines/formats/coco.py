@@ -3,12 +3,14 @@
 Polygons and uncompressed RLE become compressed full-frame RLE (``pipelines.ops.masks.segmentation_to_rle``);
 the source's category ids, ``iscrowd`` and ``area`` are kept, so an evaluation against the stored ground truth
 scores exactly as one against the file (crowd regions stay ignore regions, area ranges stay the file's).
+A ``file_name`` ending in ``#page=N`` (pxflow's name for a PDF page) is that page.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from pxflow.pipelines.io.pages import split_page
 from pxflow.pipelines.ops.masks import segmentation_to_rle
 
 from .review import FormatError, ReviewImage, ReviewObject
@@ -20,7 +22,8 @@ def read_dataset(data: Any) -> tuple[list[ReviewImage], dict[str, int]]:
         raise FormatError("a COCO dataset is a JSON object with images, annotations and categories lists")
     try:
         names = {int(c["id"]): str(c["name"]) for c in data["categories"]}
-        images = {int(i["id"]): ReviewImage(name=str(i["file_name"]), width=int(i["width"]), height=int(i["height"]))
+        images = {int(i["id"]): ReviewImage(name=str(i["file_name"]), width=int(i["width"]), height=int(i["height"]),
+                                            page_index=split_page(str(i["file_name"]))[1])
                   for i in data["images"]}
     except (KeyError, TypeError, ValueError) as exc:
         raise FormatError(f"a COCO category needs id and name, an image id, file_name, width and height ({exc})") from None

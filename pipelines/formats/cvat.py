@@ -4,6 +4,7 @@ Export (:func:`annotations_xml`): one ``<image id name width height>`` per image
 ``<box xtl ytl xbr ybr>`` and, with a mask, a ``<mask rle left top width height>``; a box and its mask share
 a ``group_id`` (CVAT's own way of saying that shapes are one object), which is how :func:`read_annotations`
 pairs them again. ``<meta><task><labels>`` lists the labels, so a project created from the file knows them.
+A PDF page is an ``<image>`` named ``doc.pdf#page=N``; the import reads the page back from that name.
 
 CVAT's mask RLE (``cvat/apps/dataset_manager/formats/cvat.py`` and ``transformations.py``,
 ``MaskConverter``) is not COCO's: run lengths over the mask's tight box (``left``/``top``/``width``/``height``,
@@ -18,6 +19,7 @@ from xml.etree import ElementTree as ET
 
 import numpy as np
 
+from pxflow.pipelines.io.pages import split_page
 from pxflow.pipelines.ops.masks import decode_rle, encode_rle, mask_to_box, segmentation_to_rle
 
 from .review import FormatError, ReviewImage, ReviewObject
@@ -180,6 +182,7 @@ def read_annotations(data: bytes) -> tuple[list[ReviewImage], dict[str, int]]:
                 singles.append(parts["mask"])
             else:
                 singles.extend(parts.values())
-        images.append(ReviewImage(name=name, width=width, height=height, objects=singles))
+        images.append(ReviewImage(name=name, width=width, height=height, objects=singles,
+                                  page_index=split_page(name)[1]))
     skipped += sum(1 for _ in root.iter("track"))
     return images, {"images": len(images), "shapes_skipped": int(skipped)}

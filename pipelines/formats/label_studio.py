@@ -2,7 +2,8 @@
 
 Export (:func:`tasks_for`): one task per image, ``data.image`` the image reference and
 ``data.pxflow_image_uri`` pxflow's identity (Label Studio keeps task data through its exports, so
-the import knows the image without guessing from names). Each object is a ``rectanglelabels``
+the import knows the image without guessing from names; a PDF page adds ``data.pxflow_page_index``, and its
+``data.image`` ends in the page fragment ``#page=N``). Each object is a ``rectanglelabels``
 result (``x``, ``y``, ``width``, ``height`` in percent of ``original_width`` / ``original_height``)
 and, when it has a mask, a ``brushlabels`` result whose id is the rectangle's id + ``MASK_SUFFIX``:
 Label Studio has no link between two shapes, so that id is how :func:`read_export` keeps a box and
@@ -25,6 +26,7 @@ from urllib.parse import quote
 
 import numpy as np
 
+from pxflow.pipelines.io.pages import page_name, split_page
 from pxflow.pipelines.ops.masks import decode_rle, encode_rle, mask_to_box, segmentation_to_rle
 
 from .review import FormatError, ReviewImage, ReviewObject
@@ -98,21 +100,24 @@ def image_ref(image: ReviewImage, image_root: str | None) -> str:
     ``image_root`` an ``http(s)://`` URL: the URL + the image's name (its path below the run's common folder).
     A local folder (Label Studio's ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``): ``/data/local-files/?d=`` + the
     image's path below that folder. None: S3 and http(s) images as they are (Label Studio's cloud storage signs
-    ``s3://`` URLs), local files as local-storage paths below ``/``.
+    ``s3://`` URLs), local files as local-storage paths below ``/``. A PDF page's reference is its PDF's
+    followed by the page fragment ``#page=N`` (left unquoted: it is the URL's fragment, not part of the path).
     """
-    uri = image.uri or image.name
+    fragment = page_name("", image.page_index)
+    name = split_page(image.name)[0] if fragment else image.name
+    uri = image.uri or name
     if image_root and "://" in image_root:
-        return image_root.rstrip("/") + "/" + quote(image.name, safe="/")
+        return image_root.rstrip("/") + "/" + quote(name, safe="/") + fragment
     if "://" in uri and not uri.startswith("file://"):
         if image_root:
             raise FormatError(f"{uri} is not a local file, so it cannot be served from the folder {image_root}")
-        return uri
+        return uri + fragment
     path = os.path.realpath(uri[len("file://"):] if uri.startswith("file://") else uri)
     root = os.path.realpath(image_root) if image_root else os.sep
     relative = os.path.relpath(path, root)
     if relative.startswith(".."):
         raise FormatError(f"{path} is not below --image-root {root}")
-    return LOCAL_FILES + quote(relative.replace(os.sep, "/"), safe="/")
+    return LOCAL_FILES + quote(relative.replace(os.sep, "/"), safe="/") + fragment
 
 
 def _percent(box: Sequence[float], width: int, height: int) -> dict[str, float]:
@@ -138,7 +143,8 @@ def task_for(image: ReviewImage, ref: str, model_version: str | None = None) -> 
     prediction = {"model_version": model_version or "pxflow", "result": results}
     if scores:
         prediction["score"] = float(np.mean(scores))
-    data = {"image": ref, **({"pxflow_image_uri": image.uri} if image.uri else {})}
+    data = {"image": ref, **({"pxflow_image_uri": image.uri} if image.uri else {}),
+            **({"pxflow_page_index": image.page_index} if image.page_index is not None else {})}
     return {"data": data, "predictions": [prediction]}
 
 
@@ -194,7 +200,8 @@ def read_export(tasks: Any) -> tuple[list[ReviewImage], dict[str, int]]:
     Each task's latest annotation that was not skipped is its ground truth; a task nobody annotated is not
     reviewed and is left out (``tasks_unreviewed``). Rectangles, brushes and polygons become objects; a brush
     or polygon whose id is a rectangle's id + ``MASK_SUFFIX`` is that rectangle's mask. Other result types
-    (choices, text) are counted in ``results_skipped``.
+    (choices, text) are counted in ``results_skipped``. A PDF page is known by ``data.pxflow_page_index`` beside
+    ``data.pxflow_image_uri``, else by the ``#page=N`` fragment of its reference.
     """
     if not isinstance(tasks, list):
         raise FormatError("a Label Studio JSON export is a list of tasks")
@@ -247,20 +254,30 @@ def read_export(tasks: Any) -> tuple[list[ReviewImage], dict[str, int]]:
             objects.append(obj)
         objects = list(boxes.values()) + objects
         uri = data.get("pxflow_image_uri")
-        name = _name_of(str(uri or ref))
+        name, page = split_page(_name_of(str(ref)))
+        if uri:
+            name, page = _name_of(str(uri)), data.get("pxflow_page_index")
+            page = None if page is None else int(page)
         width, height = size if size else (None, None)
-        images.append(ReviewImage(name=name, width=width, height=height, objects=objects, uri=uri, ref=str(ref)))
+        images.append(ReviewImage(name=page_name(name, page), width=width, height=height, objects=objects, uri=uri,
+                                  ref=str(ref), page_index=page))
     return images, counts
 
 
 def _name_of(ref: str) -> str:
-    """A file name for an image reference: the local-storage path, a URL's path, or the reference itself."""
+    """A file name for an image reference: the local-storage path, a URL's path, or the reference itself.
+
+    A ``#page=N`` fragment stays on the name (:func:`split_page` reads it).
+    """
     from urllib.parse import unquote, urlparse
 
     if LOCAL_FILES in ref:
         return unquote(ref.split(LOCAL_FILES, 1)[1])
     if "://" in ref:
         parsed = urlparse(ref)
-        return unquote(parsed.path).lstrip("/") if parsed.scheme in ("http", "https") else ref
+        if parsed.scheme not in ("http", "https"):
+            return ref
+        path = unquote(parsed.path).lstrip("/")
+        return path + "#" + parsed.fragment if split_page(f"{path}#{parsed.fragment}")[1] is not None else path
     return ref
 
