@@ -217,7 +217,6 @@ def test_page_names_are_the_pdf_page_fragment_and_read_back():
 def test_a_ground_truth_table_older_than_page_index_takes_a_page_import(tmp_path):
     """An output whose ``ground_truth`` was written before the ``page_index`` column: the next import adds the
     column (old rows read null) instead of failing on a schema mismatch."""
-    import pyarrow as pa
 
     from pxflow.pipelines.formats.review import ReviewImage, ReviewObject
     from pxflow.pipelines.io.storage import Storage
