@@ -132,3 +132,30 @@ def test_sam_masks_decode_with_pycocotools_as_the_paddlex_document_does(seg_mode
         assert decoded.shape == (120, 200)
         assert np.array_equal(decoded.astype(bool), np.asarray(expected, bool))
         assert mask["rleResult"] == mask["counts"]
+
+
+def test_serve_flags_take_their_defaults_from_the_options_that_own_them(monkeypatch):
+    """``ServeOptions`` and ``Limits`` own the serve defaults; the CLI flags read them (no second copy to drift):
+    with the owners' defaults changed, the options an unflagged ``pxflow serve`` builds change with them, and a
+    flag still wins."""
+    import dataclasses
+
+    from pxflow.flows.cli.serve import build_parser, serve_options
+    from pxflow.flows.serve import Limits, ServeOptions
+
+    fields = {**{f"serve.{f.name}": f for f in dataclasses.fields(ServeOptions)},
+              **{f"limits.{f.name}": f for f in dataclasses.fields(Limits)}}
+    changed = {"serve.max_batch": 3, "serve.window_ms": 1.5, "serve.workers": 5, "serve.metric_type": "L2",
+               "limits.max_queue": 7, "limits.max_body_bytes": 3 * 1024 * 1024, "limits.request_timeout_s": 9.0,
+               "limits.fetch_timeout_s": 4.0, "limits.max_topk": 11, "limits.max_prompts": 12,
+               "limits.admission_timeout_s": 2.5}
+    for key, value in changed.items():
+        monkeypatch.setattr(fields[key], "default", value)
+    options = serve_options(build_parser().parse_args(["--pipeline", "object_detection"]), in_flight=BUDGET)
+    assert (options.max_batch, options.window_ms, options.workers, options.metric_type) == (3, 1.5, 5, "L2")
+    limits = options.limits
+    assert (limits.max_queue, limits.max_body_bytes, limits.request_timeout_s, limits.fetch_timeout_s, limits.max_topk,
+            limits.max_prompts, limits.admission_timeout_s) == (7, 3 * 1024 * 1024, 9.0, 4.0, 11, 12, 2.5)
+    flagged = serve_options(build_parser().parse_args(["--pipeline", "object_detection", "--max-batch", "16",
+                                                       "--max-queue", "64"]), in_flight=BUDGET)
+    assert flagged.max_batch == 16 and flagged.limits.max_queue == 64

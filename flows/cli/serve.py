@@ -7,14 +7,18 @@ Builds the pipeline exactly as ``pxflow --pipeline`` and ``annotate`` do (``load
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
+from typing import Any
 
 from pxflow.pipelines.models.backends import backend_names
 
 from .errors import CliParser
 from .spellings import both_spellings
+
+MIB = 1024 * 1024
 
 
 def _at_least_one(text: str) -> int:
@@ -38,7 +42,17 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _field_defaults(cls: type) -> dict[str, Any]:
+    """A dataclass's plain field defaults: the serve flags take theirs from ``ServeOptions`` and ``Limits``, which
+    own them (a default written again here would drift)."""
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from pxflow.flows.serve.limits import Limits
+    from pxflow.flows.serve.options import ServeOptions
+
+    serve, limits = _field_defaults(ServeOptions), _field_defaults(Limits)
     p = CliParser(prog="pxflow serve", description="Serve a pipeline with PaddleX 3.x's HTTP API.")
     p.add_argument("serve", nargs="?", help=argparse.SUPPRESS)
     p.add_argument("--pipeline", required=True, help="pipeline name or YAML path")
@@ -53,21 +67,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", default=None, help="PP-ShiTuV2: the default index (dir, ROOT/NAME or ROOT/NAME@vNNNNNN)")
     p.add_argument("--index-root", "--index_root", dest="index_root", default=None,
                    help="PP-ShiTuV2: where /shitu-index-build creates versioned indexes (folder or s3:// prefix)")
-    p.add_argument("--index-type", dest="index_type", default="Flat", choices=["Flat", "IVF", "HNSW32"])
-    p.add_argument("--metric-type", dest="metric_type", default="IP", choices=["IP", "L2"])
-    p.add_argument("--max-batch", type=int, default=8, help="images per model call when requests are gathered")
-    p.add_argument("--batch-window-ms", type=float, default=5.0, help="how long a free model waits for requests on their way")
-    p.add_argument("--workers", type=int, default=2, help="model calls running at once (1 for very large models such as SAM-H)")
-    p.add_argument("--max-queue", type=int, default=256, help="requests waiting for the model before 503")
-    p.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body")
+    p.add_argument("--index-type", dest="index_type", default=serve["index_type"], choices=["Flat", "IVF", "HNSW32"])
+    p.add_argument("--metric-type", dest="metric_type", default=serve["metric_type"], choices=["IP", "L2"])
+    p.add_argument("--max-batch", type=int, default=serve["max_batch"], help="images per model call when requests are gathered")
+    p.add_argument("--batch-window-ms", type=float, default=serve["window_ms"], help="how long a free model waits for requests on their way")
+    p.add_argument("--workers", type=int, default=serve["workers"], help="model calls running at once (1 for very large models such as SAM-H)")
+    p.add_argument("--max-queue", type=int, default=limits["max_queue"], help="requests waiting for the model before 503")
+    p.add_argument("--max-body-mb", type=float, default=limits["max_body_bytes"] / MIB, help="largest request body")
     p.add_argument("--max-image-pixels", type=int, default=None, help="largest decoded image (default PXFLOW_MAX_IMAGE_PIXELS or 200M)")
     p.add_argument("--allow-fetch-from", action="append", default=[], metavar="CIDR|HOST",
                    help="addresses/hosts image URLs may point at even when private or loopback (repeatable, or comma-separated)")
-    p.add_argument("--fetch-timeout", type=float, default=10.0, help="seconds for connecting to / reading an image URL")
-    p.add_argument("--request-timeout", type=float, default=60.0, help="seconds a request may wait for inference")
-    p.add_argument("--max-topk", "--max_topk", dest="max_topk", type=_at_least_one, default=1000,
+    p.add_argument("--fetch-timeout", type=float, default=limits["fetch_timeout_s"], help="seconds for connecting to / reading an image URL")
+    p.add_argument("--request-timeout", type=float, default=limits["request_timeout_s"], help="seconds a request may wait for inference")
+    p.add_argument("--max-topk", "--max_topk", dest="max_topk", type=_at_least_one, default=limits["max_topk"],
                    help="largest topk of /shitu-infer (above: 422)")
-    p.add_argument("--max-prompts", "--max_prompts", dest="max_prompts", type=_at_least_one, default=256,
+    p.add_argument("--max-prompts", "--max_prompts", dest="max_prompts", type=_at_least_one, default=limits["max_prompts"],
                    help="most prompts per /open-vocabulary-segmentation request (above: 413)")
     p.add_argument("--max-request-pixels", "--max_request_pixels", dest="max_request_pixels", type=_at_least_one,
                    default=None, help="decoded pixels of one request, summed over its images, read from their headers "
@@ -75,12 +89,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels-in-flight", "--max_pixels_in_flight", dest="max_pixels_in_flight", type=_at_least_one,
                    default=None, help="pixel units (decoded BGR pixels, 3 bytes) all requests may hold at once "
                                       "(default PXFLOW_MAX_PIXELS_IN_FLIGHT or 200M; sets it for predict() too)")
-    p.add_argument("--admission-timeout", "--admission_timeout", dest="admission_timeout", type=_seconds, default=10.0,
+    p.add_argument("--admission-timeout", "--admission_timeout", dest="admission_timeout", type=_seconds, default=limits["admission_timeout_s"],
                    help="seconds a request waits for room in the pixel budget before 503")
     p.add_argument("--no-visualize", dest="visualize", action="store_false", help="leave result.image null")
     p.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip the warm-up inference")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return both_spellings(p)
+
+
+def serve_options(args: argparse.Namespace, in_flight: int) -> Any:
+    """The app's ``ServeOptions`` from the parsed flags (``in_flight``: the process's pixel budget)."""
+    from pxflow.flows.serve import Limits, ServeOptions
+    from pxflow.pipelines.io.images import max_image_pixels
+
+    allow = [part.strip() for entry in args.allow_fetch_from for part in entry.split(",") if part.strip()]
+    limits = Limits(
+        max_body_bytes=int(args.max_body_mb * MIB),
+        max_image_pixels=args.max_image_pixels or max_image_pixels(),
+        fetch_timeout_s=args.fetch_timeout, request_timeout_s=args.request_timeout,
+        max_queue=args.max_queue, allow_fetch_from=allow, max_topk=args.max_topk, max_prompts=args.max_prompts,
+        max_request_pixels=args.max_request_pixels, max_pixels_in_flight=in_flight,
+        admission_timeout_s=args.admission_timeout,
+    )
+    return ServeOptions(
+        limits=limits, visualize=args.visualize, max_batch=args.max_batch, window_ms=args.batch_window_ms,
+        workers=args.workers, index_root=args.index_root, index_type=args.index_type, metric_type=args.metric_type,
+        warmup=args.warmup,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,11 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     # predict() reads its budget from the environment at each call: the server's requests share that one budget
     os.environ["PXFLOW_MAX_PIXELS_IN_FLIGHT"] = str(in_flight)
     from pxflow.pipelines.config import load_config
-    from pxflow.pipelines.io.images import max_image_pixels
     from pxflow.pipelines.overrides import apply_overrides
     from pxflow.pipelines.registry import pipeline_class
 
-    from pxflow.flows.serve import Limits, ServeOptions, create_app, endpoints_for
+    from pxflow.flows.serve import create_app, endpoints_for
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
@@ -115,20 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         print(f"pxflow serve: cannot serve pipeline {args.pipeline!r}: {exc}", file=sys.stderr)
         return 2
-    allow = [part.strip() for entry in args.allow_fetch_from for part in entry.split(",") if part.strip()]
-    limits = Limits(
-        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
-        max_image_pixels=args.max_image_pixels or max_image_pixels(),
-        fetch_timeout_s=args.fetch_timeout, request_timeout_s=args.request_timeout,
-        max_queue=args.max_queue, allow_fetch_from=allow, max_topk=args.max_topk, max_prompts=args.max_prompts,
-        max_request_pixels=args.max_request_pixels, max_pixels_in_flight=in_flight,
-        admission_timeout_s=args.admission_timeout,
-    )
-    options = ServeOptions(
-        limits=limits, visualize=args.visualize, max_batch=args.max_batch, window_ms=args.batch_window_ms,
-        workers=args.workers, index_root=args.index_root, index_type=args.index_type, metric_type=args.metric_type,
-        warmup=args.warmup,
-    )
+    options = serve_options(args, in_flight)
+    limits = options.limits
     app = create_app(pipeline, options)
     import uvicorn
 
