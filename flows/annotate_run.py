@@ -1,4 +1,4 @@
-"""The ``annotate`` flow: object storage -> incremental plan -> shards on workers -> Delta tables.
+"""The ``annotate`` run: object storage -> incremental plan -> shards on workers -> Delta tables.
 
 1. Resolve the pipeline config, every model's identity and the run key once
    (:func:`pxflow.tasks.job.prepare_job`; nothing is loaded), check that the partitioning
@@ -20,13 +20,12 @@
    inferred inputs all failed (or more than ``options.max_error_rate`` of them) fails too, with
    its summary as the state's data; so does a run stopped by :mod:`.interrupt` (``interrupted``).
 
-This module is the run's body, without Prefect: :mod:`pxflow.flows.annotate` makes the ``annotate``
-flow of :func:`annotate_run`. The CLI runs the body
-inline (no Prefect server, :mod:`.inline`) when no server is configured, ``--prefect`` is not given
-and the runner's shards run in this process (``thread``): the shards then run as
-:func:`~pxflow.tasks.annotate_shard.annotate_shard_inline` (the task's retries) on a thread pool of
-``concurrency``, and Prefect is never imported; what exists only in a flow run (artifacts, GPU slot
-limits) is skipped, the tables, summary and report are the same.
+This module is the run's body, without Prefect: :mod:`pxflow.flows.annotate` makes the ``annotate`` flow
+of :func:`annotate_run`. The CLI runs the body inline (no Prefect server, :mod:`.inline`) when no server
+is configured, ``--prefect`` is not given and the runner's shards run in this process (``thread``): the
+shards then run as :func:`~pxflow.tasks.annotate_shard.annotate_shard_inline` (the task's retries) on a
+thread pool of ``concurrency``, and Prefect is never imported; what exists only in a flow run
+(artifacts, GPU slot limits) is skipped, the tables, summary and report are the same.
 """
 
 from __future__ import annotations
