@@ -163,7 +163,7 @@ def stream_shards(
     # in a flow run on a GPU of this machine, a tag-based global concurrency limit keeps one shard per GPU
     # at a time (such limits exist only on a Prefect server); inline there is no task, only its function
     shard_task = None
-    if in_flow_run():
+    if task_runner is not None:
         from . import annotate as flows
 
         shard_task = flows.annotate_shard.with_options(tags=get_runner(runner).shard_tags(job.device))

@@ -1,4 +1,4 @@
-"""The ``backfill`` flow: one ``annotate`` subflow per Hive date partition between two dates.
+"""The ``backfill`` run: one ``annotate`` run (a subflow in a flow run) per Hive date partition between two dates.
 
 The input prefix holds ``dt=YYYY-MM-DD/`` partitions; each one in ``[start, end]`` is
 annotated into the same partition (the ``dt`` column) of the output tables. Every
@@ -56,7 +56,7 @@ def date_partitions(prefix: str, start: str, end: str, storage=None) -> list[str
 
 
 def backfill_run(input: str, output: str, start: str, end: str, options: AnnotateOptions | None = None,
-             plan: RunPlan | None = None) -> dict[str, Any]:
+                 plan: RunPlan | None = None) -> dict[str, Any]:
     """Annotate every date partition of ``input`` in ``[start, end]``, incrementally.
 
     Args:

@@ -10,8 +10,8 @@ run and the plain thing outside one:
 - :func:`run_logger`: the run's logger, else the ``pxflow`` logger (warnings reach stderr);
 - :func:`call_task` / :func:`map_task`: a task (``.submit`` for many) or its function ``.fn``
   (many in a thread pool, like the thread task runner);
-- :func:`submitter` / :func:`next_done`: a stream of task submissions (the annotate shards), to the
-  flow's task runner or to a thread pool;
+- :func:`submitter` / :func:`next_done`: a stream of task submissions (the annotate shards), to an
+  entered Prefect task runner or to a thread pool;
 - :func:`flow_state`: a (sub)flow's final state, or its body's outcome as one (:class:`InlineState`);
 - :func:`failed_state`: what a body returns to end its run failed with a result (Prefect's ``Failed``);
 - :func:`in_flow_run` / :func:`flow_run_id`: for what only exists in a run (artifacts, concurrency limits).
@@ -83,22 +83,19 @@ def map_task(task: Any, calls: Sequence[tuple], concurrency: int = 1) -> list[An
 
 
 @contextlib.contextmanager
-def submitter(task: Any, concurrency: int, plain: Callable[..., Any] | None = None,
-              task_runner: Any = None) -> Iterator[Callable[..., Any]]:
-    """``submit(*args)``, a future of ``task(*args)``: in a flow run a task run on ``task_runner`` (an entered
-    Prefect ``TaskRunner``; default the flow's own, ``task.submit``); inline, ``plain`` (default ``task.fn``;
-    give one that retries as the task would) on a pool of ``concurrency`` threads, which the end of the block
-    waits for. Collect with :func:`next_done`."""
-    if in_flow_run():
-        if task_runner is None:
-            yield task.submit
-            return
+def submitter(task: Any, concurrency: int, plain: Callable[..., Any], task_runner: Any = None
+              ) -> Iterator[Callable[..., Any]]:
+    """``submit(*args)``, a future of ``task(*args)``: with ``task_runner`` (an entered Prefect ``TaskRunner``,
+    in a flow run) a task run of the Prefect task ``task`` on it; inline (none), ``plain`` (a function that
+    retries as the task would) on a pool of ``concurrency`` threads, which the end of the block waits for.
+    Collect with :func:`next_done`."""
+    if task_runner is not None:
         from prefect.utilities.callables import get_call_parameters
 
         yield lambda *args: task_runner.submit(task, parameters=get_call_parameters(task.fn, args, {}))
         return
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="pxflow-task") as pool:
-        yield lambda *args: pool.submit(plain or task.fn, *args)
+        yield lambda *args: pool.submit(plain, *args)
 
 
 def next_done(futures: Sequence[Any]) -> Any:
@@ -126,9 +123,6 @@ class InlineState:
 
     def is_completed(self) -> bool:
         return self.completed
-
-    def is_failed(self) -> bool:
-        return not self.completed
 
     def result(self, raise_on_failure: bool = True) -> Any:
         """The body's value; failed: its exception raised (or a :class:`FailedRunError` with the message),

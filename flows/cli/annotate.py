@@ -355,7 +355,7 @@ def _run(command: str, args: argparse.Namespace, params: dict[str, Any]) -> int:
             prefect.ensure()
         if command == "annotate" and not prefect.inline:
             try:  # the temporary server just started: only now can it be asked (preflight asked a server of yours)
-                get_runner(params["options"].runner).check_server(params["options"])
+                get_runner(options.runner).check_server(options)
             except ValueError as exc:
                 print(f"pxflow {command}: {one_line(exc)}", file=sys.stderr)
                 return 2
