@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from pxflow.pipelines.io.pages import PageKey, page_key, page_name, page_order, split_page
+from pxflow.pipelines.io.pages import PageKey, page_fragment, page_key, page_name, page_order, split_page
 
 
 def load_coco(gt_json: str):
@@ -33,7 +33,7 @@ def image_id_for(uri: str, coco, page_index: int | None = None) -> int:
     A page's name is ``file#page=N``; it has no numeric-stem fallback, since every page of ``139.pdf`` would
     get id 139: a page the ground truth does not name is a ``ValueError`` (not in the ground truth).
     """
-    fragment = page_name("", page_index)
+    fragment = page_fragment(page_index)
     name = os.path.basename(uri.rstrip("/")) + fragment
     by_name = getattr(coco, "_pxflow_by_name", None)
     if by_name is None:

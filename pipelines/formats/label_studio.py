@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from pxflow.pipelines.io.pages import page_name, split_page
+from pxflow.pipelines.io.pages import page_fragment, page_name, split_page
 from pxflow.pipelines.ops.masks import decode_rle, encode_rle, mask_to_box, segmentation_to_rle
 
 from .review import FormatError, ReviewImage, ReviewObject
@@ -103,7 +103,7 @@ def image_ref(image: ReviewImage, image_root: str | None) -> str:
     ``s3://`` URLs), local files as local-storage paths below ``/``. A PDF page's reference is its PDF's
     followed by the page fragment ``#page=N`` (left unquoted: it is the URL's fragment, not part of the path).
     """
-    fragment = page_name("", image.page_index)
+    fragment = page_fragment(image.page_index)
     name = split_page(image.name)[0] if fragment else image.name
     uri = image.uri or name
     if image_root and "://" in image_root:

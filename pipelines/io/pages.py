@@ -30,9 +30,14 @@ def page_order(row: Mapping[str, Any]) -> tuple[str, int]:
     return row["image_uri"], -1 if page is None else int(page)
 
 
+def page_fragment(page_index: int | None) -> str:
+    """``#page=N`` (``N = page_index + 1``) for a PDF page; empty for an ordinary image."""
+    return "" if page_index is None else f"{PAGE_FRAGMENT}{int(page_index) + 1}"
+
+
 def page_name(name: str, page_index: int | None) -> str:
-    """``name`` for an ordinary image; ``name#page=N`` (``N = page_index + 1``) for a PDF page."""
-    return name if page_index is None else f"{name}{PAGE_FRAGMENT}{int(page_index) + 1}"
+    """``name`` for an ordinary image; ``name#page=N`` for a PDF page."""
+    return name + page_fragment(page_index)
 
 
 def split_page(name: str) -> tuple[str, int | None]:
