@@ -11,6 +11,7 @@ index of real drink-gallery embeddings.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -341,3 +342,34 @@ def test_a_server_named_only_in_a_prefect_profile_is_used_not_skipped(tmp_path, 
                            env={**env, "PREFECT_HOME": str(home), "PREFECT_API_URL": url}, capture_output=True,
                            text=True, timeout=300)
     assert asked.stdout.strip() == "True", asked.stderr[-2000:]
+
+
+def test_a_configured_server_that_does_not_answer_is_one_line_and_leaves_nothing_running(tmp_path, shared_dir):
+    """A server named by the active Prefect profile (or ``PREFECT_API_URL``) that is down: the command's one
+    stderr line names it and the way out, exit 1, no traceback, before any work; nothing of ours outlives it."""
+    import psutil
+
+    from tests.support.s3_server import free_port
+
+    home = tmp_path / "home"
+    home.mkdir()
+    url = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there
+    (home / "profiles.toml").write_text(f'active = "down"\n\n[profiles.down]\nPREFECT_API_URL = "{url}"\n')
+    src = tmp_path / "in"
+    src.mkdir()
+    first = sorted((COCO_MINI / "images").iterdir())[0]
+    (src / first.name).symlink_to(first)
+    out = tmp_path / "out"
+    proc, servers = run_watched(["annotate", "--input", str(src), "--output", str(out), "--model-dir",
+                                 str(PICODET_ONNX), "--no-progress"], home)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert lines[0].startswith("pxflow annotate: the Prefect API at " + url) and "unset PREFECT_API_URL" in lines[0]
+    assert not servers and not (out / "images").exists()  # no server of ours, no work
+    ours = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if process.environ().get("PREFECT_HOME") == str(home):
+                ours.append(process.cmdline())
+    assert ours == [], ours

@@ -37,7 +37,8 @@ STARTUP_ATTEMPTS = 2
 
 
 class ServerStartError(RuntimeError):
-    """The temporary Prefect server did not come up (a message of one line, with the way out)."""
+    """No Prefect API to run the flow on: the temporary server did not come up, or the configured one does not
+    answer (a message of one line, with the way out)."""
 
 
 #: run as ``python -c`` beside the CLI: when the CLI is gone (even SIGKILLed), end what it had started
@@ -183,6 +184,7 @@ def prefect_api() -> Iterator[str]:
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
     if PREFECT_API_URL.value():
+        check_configured_api(PREFECT_API_URL.value())
         yield PREFECT_API_URL.value()
         return
     from prefect.context import refresh_global_settings_context
@@ -207,6 +209,23 @@ def prefect_api() -> Iterator[str]:
             os.environ["PREFECT_UI_URL"] = saved_ui
         refresh_global_settings_context()
         server.stop()
+
+
+def check_configured_api(url: str) -> None:
+    """Raise :class:`ServerStartError` unless the configured Prefect API answers its health check (through
+    Prefect's own client: its auth, its version check), before any work: a server that is down, or named by a
+    stale profile, is one line naming it instead of a traceback from the first flow run."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            error = client.api_healthcheck()
+    except Exception as exc:  # noqa: BLE001 - entering the client already asks the server (its version)
+        error = exc
+    if error is not None:
+        raise ServerStartError(f"the Prefect API at {url} (PREFECT_API_URL or the active Prefect profile) does not "
+                               f"answer ({type(error).__name__}): start that server, or unset PREFECT_API_URL to run "
+                               "without one")
 
 
 def drain_events(timeout: float) -> None:
