@@ -323,14 +323,15 @@ def test_a_slow_temporary_server_start_is_tried_once_more(tmp_path, monkeypatch,
     assert not _port_open(server.port)
 
 
-def test_with_prefect_api_url_set_nothing_is_started(monkeypatch):
+def test_with_prefect_api_url_set_nothing_is_started(prefect_server):
+    """A configured server (one that answers: a dead one is refused, tests/test_cli_no_server.py) is used as is."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from pxflow.flows.cli.server import prefect_session
 
     me = psutil.Process()
     before = {p.pid for p in me.children(recursive=True)}
-    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}), prefect_session() as url:
-        assert url == "http://127.0.0.1:9/api"
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}), prefect_session() as url:
+        assert url == prefect_server
         started = [_cmd(p) for p in me.children(recursive=True) if p.pid not in before]
     assert not [c for c in started if "uvicorn" in c]
